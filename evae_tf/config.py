@@ -1,0 +1,183 @@
+"""Typed configuration: one dataclass for the model, one for training.
+
+Both round-trip through JSON (``to_dict`` / ``from_dict``), and a run directory's
+``config.json`` holds a ``TrainConfig`` whose ``model`` field is enough to rebuild
+the model (``evae_tf.models.build(**config.model.build_kwargs())``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import tempfile
+from typing import Any
+
+DEFAULT_STEP = 100.0 ** (-2.0 / 9.0)  # b(100) ≈ 0.359381, the paper's step size.
+
+MODEL_KINDS = ("evae", "vae")
+PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
+STRATEGIES = ("auto", "default", "mirrored", "multi_worker")
+
+
+def _positive_float(name: str, value: Any) -> float:
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        out = math.nan
+    if isinstance(value, bool) or not math.isfinite(out) or out <= 0:
+        raise ValueError(f"`{name}` must be a positive number. Received: {name}={value!r}")
+    return out
+
+
+def _positive_int(name: str, value: Any, allow_none: bool = False) -> int | None:
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        allowed = "a positive integer" + (" or None" if allow_none else "")
+        raise ValueError(f"`{name}` must be {allowed}. Received: {name}={value!r}")
+    return value
+
+
+def parse_support(value: Any) -> str | float:
+    """Parses an EVAE ``support``: ``"learned"`` or a positive float (fixed B)."""
+    if isinstance(value, str):
+        if value.strip().lower() == "learned":
+            return "learned"
+        try:
+            value = float(value)
+        except ValueError:
+            raise ValueError(
+                f"`support` must be 'learned' or a positive number. Received: support={value!r}"
+            ) from None
+    try:
+        return _positive_float("support", value)
+    except ValueError:
+        raise ValueError(
+            f"`support` must be 'learned' or a positive number. Received: support={value!r}"
+        ) from None
+
+
+@dataclasses.dataclass
+class ModelConfig:
+    """What ``evae_tf.models.build`` needs to rebuild a model."""
+
+    kind: str = "evae"
+    image_shape: tuple[int, int, int] = (32, 32, 1)
+    latent_dim: int = 64
+    # EVAE only (spec §2, §3):
+    support: str | float = "learned"
+    step: float = DEFAULT_STEP
+    spread_floor: float = 1e-3
+    support_floor: float = 1e-3
+    kernel_n: int | None = None
+    seed: int | None = None
+
+    def __post_init__(self):
+        if self.kind not in MODEL_KINDS:
+            raise ValueError(f"Unknown model kind {self.kind!r}; expected one of: {', '.join(MODEL_KINDS)}.")
+        self.image_shape = tuple(int(s) for s in self.image_shape)
+        _positive_int("latent_dim", self.latent_dim)
+        self.support = parse_support(self.support)
+        self.step = _positive_float("step", self.step)
+        self.spread_floor = _positive_float("spread_floor", self.spread_floor)
+        self.support_floor = _positive_float("support_floor", self.support_floor)
+        _positive_int("kernel_n", self.kernel_n, allow_none=True)
+
+    def build_kwargs(self) -> dict[str, Any]:
+        """Arguments for ``evae_tf.models.build``."""
+        kwargs: dict[str, Any] = dict(
+            kind=self.kind, image_shape=self.image_shape, latent_dim=self.latent_dim, seed=self.seed
+        )
+        if self.kind == "evae":
+            kwargs.update(
+                support=self.support,
+                step=self.step,
+                spread_floor=self.spread_floor,
+                support_floor=self.support_floor,
+                kernel_n=self.kernel_n,
+            )
+        return kwargs
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["image_shape"] = list(self.image_shape)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
+        return cls(**_known_fields(cls, d))
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """A training run (Appendix C defaults)."""
+
+    dataset: str
+    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+    epochs: int = 50
+    batch_size: int = 100
+    learning_rate: float = 1e-4
+    steps_per_epoch: int | None = None
+    validation_steps: int | None = None
+    precision: str = "auto"
+    strategy: str = "auto"
+    seed: int = 0
+    data_dir: str | None = None
+    workdir: str | None = None
+
+    def __post_init__(self):
+        if isinstance(self.model, dict):
+            self.model = ModelConfig.from_dict(self.model)
+        _positive_int("epochs", self.epochs)
+        _positive_int("batch_size", self.batch_size)
+        self.learning_rate = _positive_float("learning_rate", self.learning_rate)
+        _positive_int("steps_per_epoch", self.steps_per_epoch, allow_none=True)
+        _positive_int("validation_steps", self.validation_steps, allow_none=True)
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"Unknown precision {self.precision!r}; expected one of: {', '.join(PRECISIONS)}.")
+        if self.strategy not in STRATEGIES:
+            raise ValueError(f"Unknown strategy {self.strategy!r}; expected one of: {', '.join(STRATEGIES)}.")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["model"] = self.model.to_dict()
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        return cls(**_known_fields(cls, d))
+
+    def save(self, path: str) -> None:
+        write_json_atomic(path, self.to_dict())
+
+    @classmethod
+    def load(cls, path: str) -> TrainConfig:
+        with open(path) as f:
+            return cls.from_dict(json.load(f))
+
+
+def _known_fields(cls, d: dict[str, Any]) -> dict[str, Any]:
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(d) - names)
+    if unknown:
+        raise ValueError(f"Unknown {cls.__name__} field(s) {unknown}; allowed: {sorted(names)}.")
+    return dict(d)
+
+
+def write_json_atomic(path: str, obj: Any) -> None:
+    """Writes ``obj`` as JSON to ``path`` via a temporary file and a rename."""
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=directory)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(obj, f, indent=2, sort_keys=True)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise

@@ -1,0 +1,125 @@
+"""The paper's encoder and decoder (Appendix B; spec §6), from one builder.
+
+One code path serves every input shape: the architecture is read off a small
+table keyed by image size (32×32 grayscale, 32×32 RGB, 64×64 RGB), never a
+per-dataset copy of the network.
+
+Encoder: ``Conv(k×k, stride 2, same) → BatchNorm → ReLU`` per filter count,
+then flatten (MNIST-style) or global average pooling (CIFAR-10, CelebA), and one
+float32 ``Dense(latent_dim)`` head per posterior parameter.
+
+Decoder: ``Dense`` to the starting feature map, a stride-1 transposed conv,
+then stride-2 transposed convs up to the image size; every transposed conv but
+the last is followed by ``BatchNorm → ReLU``; the last by a float32 sigmoid.
+
+>>> enc = build_encoder((32, 32, 1), 16, heads=("loc", "raw_spread"))
+>>> sorted(enc.output)
+['loc', 'raw_spread']
+>>> build_decoder((32, 32, 1), 16).output_shape
+(None, 32, 32, 1)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+import keras
+from keras import layers
+
+
+@dataclasses.dataclass(frozen=True)
+class Architecture:
+    """The Appendix-B hyperparameters of one input shape."""
+
+    kernel_size: int
+    encoder_filters: tuple[int, ...]
+    global_pool: bool
+    decoder_start: tuple[int, int, int]  # feature map the Dense layer produces
+    first_padding: str  # padding of the stride-1 transposed conv
+    decoder_filters: tuple[int, ...]  # transposed convs before the output one
+
+
+# Keyed by (height, width, channels) of the network input.
+ARCHITECTURES: dict[tuple[int, int, int], Architecture] = {
+    (32, 32, 1): Architecture(4, (32, 64, 128, 256), False, (1, 1, 256), "valid", (128, 64, 32)),
+    (32, 32, 3): Architecture(4, (32, 64, 128, 256), True, (1, 1, 256), "valid", (128, 64, 32)),
+    (64, 64, 3): Architecture(5, (64, 128, 256, 512), True, (8, 8, 512), "same", (256, 128, 64)),
+}
+
+
+def architecture(image_shape: Sequence[int]) -> Architecture:
+    """Returns the Appendix-B architecture for ``image_shape`` (H, W, C)."""
+    key = tuple(int(s) for s in image_shape)
+    if key not in ARCHITECTURES:
+        allowed = ", ".join(str(k) for k in ARCHITECTURES)
+        raise ValueError(
+            f"No Appendix-B architecture for image_shape={key}; allowed: {allowed}."
+        )
+    return ARCHITECTURES[key]
+
+
+def _check_latent_dim(latent_dim) -> int:
+    if isinstance(latent_dim, bool) or not isinstance(latent_dim, int) or latent_dim <= 0:
+        raise ValueError(f"`latent_dim` must be a positive integer. Received: latent_dim={latent_dim!r}")
+    return latent_dim
+
+
+def build_encoder(
+    image_shape: Sequence[int],
+    latent_dim: int,
+    heads: Sequence[str],
+    name: str = "encoder",
+    sync_batchnorm: bool = False,
+) -> keras.Model:
+    """Builds the encoder: a functional model from images to a dict of heads.
+
+    Args:
+      image_shape: (H, W, C) of the input images, one of ``ARCHITECTURES``.
+      latent_dim: size of each head.
+      heads: names of the unconstrained outputs, e.g. ``("loc", "log_var")``.
+        Heads are float32 ``Dense`` layers whatever the dtype policy.
+      name: model name.
+      sync_batchnorm: BatchNorm with global batch statistics across replicas
+        (use under a multi-replica ``tf.distribute`` strategy).
+
+    Returns:
+      A ``keras.Model`` mapping ``[batch, H, W, C]`` to
+      ``{head: [batch, latent_dim]}``.
+    """
+    arch = architecture(image_shape)
+    _check_latent_dim(latent_dim)
+    if not heads or len(set(heads)) != len(heads):
+        raise ValueError(f"`heads` must be non-empty and distinct. Received: heads={heads!r}")
+    inputs = keras.Input(shape=tuple(image_shape), name="images")
+    h = inputs
+    for i, filters in enumerate(arch.encoder_filters):
+        h = layers.Conv2D(filters, arch.kernel_size, strides=2, padding="same", name=f"conv{i}")(h)
+        h = layers.BatchNormalization(synchronized=sync_batchnorm, name=f"bn{i}")(h)
+        h = layers.ReLU(name=f"relu{i}")(h)
+    h = layers.GlobalAveragePooling2D(name="pool")(h) if arch.global_pool else layers.Flatten(name="flatten")(h)
+    outputs = {head: layers.Dense(latent_dim, dtype="float32", name=head)(h) for head in heads}
+    return keras.Model(inputs, outputs, name=name)
+
+
+def build_decoder(
+    image_shape: Sequence[int], latent_dim: int, name: str = "decoder", sync_batchnorm: bool = False
+) -> keras.Model:
+    """Builds the decoder: a functional model from ``[batch, latent_dim]`` latents
+    to ``[batch, H, W, C]`` float32 Bernoulli means in (0, 1)."""
+    arch = architecture(image_shape)
+    _check_latent_dim(latent_dim)
+    channels = int(image_shape[-1])
+    inputs = keras.Input(shape=(latent_dim,), name="z")
+    h = layers.Dense(arch.decoder_start[0] * arch.decoder_start[1] * arch.decoder_start[2], name="fc")(inputs)
+    h = layers.Reshape(arch.decoder_start, name="reshape")(h)
+    for i, filters in enumerate(arch.decoder_filters):
+        stride, padding = (1, arch.first_padding) if i == 0 else (2, "same")
+        h = layers.Conv2DTranspose(
+            filters, arch.kernel_size, strides=stride, padding=padding, name=f"deconv{i}"
+        )(h)
+        h = layers.BatchNormalization(synchronized=sync_batchnorm, name=f"bn{i}")(h)
+        h = layers.ReLU(name=f"relu{i}")(h)
+    h = layers.Conv2DTranspose(channels, arch.kernel_size, strides=2, padding="same", name="logits")(h)
+    outputs = layers.Activation("sigmoid", dtype="float32", name="images")(h)
+    return keras.Model(inputs, outputs, name=name)
