@@ -1,0 +1,7 @@
+"""Serving exported decoders over TensorFlow Serving's REST API.
+
+``serving.client`` talks to TF Serving (or the local server); ``serving.server`` is a
+local stand-in with the same REST contract for machines without Docker;
+``serving.rest`` holds the JSON encoding both share; ``models.config`` is the TF Serving
+model config for the ``evae`` and ``vae`` decoders.
+"""

@@ -13,12 +13,10 @@ from tensorflow_probability.python.internal import (
     tensor_util,
 )
 
+from evae_tf.config import DEFAULT_STEP  # the paper's step size b(100) = 100^(-2/9) ≈ 0.359381
 from evae_tf.distributions.epanechnikov import sample_standard, sanitize_seed
 
 __all__ = ["DEFAULT_STEP", "EVAEPosterior"]
-
-# The paper's step size b(m) = m^(-2/9) at m = 100 (about 0.359381).
-DEFAULT_STEP = 100.0 ** (-2.0 / 9.0)
 
 
 def _mean_standard_cdf(a, b):
