@@ -1,0 +1,290 @@
+"""Tests of ``serving.client``: the library, the grid helpers and the command line.
+
+They run against ``serving.server`` started in-process with the fixture models of
+``tests/serving_fixtures.py``, or, with ``TF_SERVING_URL`` set, against that server
+(which must serve the same fixture models; see ``tests/test_serving_server.py``).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from serving_fixtures import EVAE, TF_SERVING_URL, VAE, fixture_models_dir
+from werkzeug.serving import make_server
+from werkzeug.wrappers import Response
+
+from serving.client import (
+    ServingClient,
+    ServingError,
+    decode_png,
+    encode_png,
+    make_grid,
+    write_atomic,
+)
+from serving.model_config import parse_model_config_file
+from serving.server import ModelServer
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module", params=["tf_serving" if TF_SERVING_URL else "local"])
+def base_url(request):
+    if request.param == "tf_serving":
+        yield TF_SERVING_URL.rstrip("/")
+        return
+    configs = parse_model_config_file(fixture_models_dir() / "models.config")
+    with ModelServer(configs, port=0, poll_wait_seconds=0) as server:
+        yield server.url
+
+
+@pytest.fixture
+def client(base_url):
+    with ServingClient(base_url, "evae") as client:
+        yield client
+
+
+@pytest.fixture
+def refused_url():
+    """A URL on which nothing listens."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"http://127.0.0.1:{port}"
+
+
+# --------------------------------------------------------------------------------------
+# Library
+# --------------------------------------------------------------------------------------
+
+
+def test_status_and_metadata(client):
+    versions = [s["version"] for s in client.status()["model_version_status"]]
+    assert versions == ["2", "1"]
+    metadata = client.metadata()
+    assert metadata["model_spec"]["version"] == "2"
+    assert "sample" in metadata["metadata"]["signature_def"]["signature_def"]
+
+
+def test_sample_gives_images_in_unit_range(client):
+    images = client.sample(5, seed=0)
+    assert images.shape == (5, *EVAE.image_shape)
+    assert images.dtype == np.float32
+    assert 0.0 <= images.min() and images.max() <= 1.0
+    np.testing.assert_array_equal(client.sample(5, seed=0), images)
+    assert not np.array_equal(client.sample(5, seed=1), images)
+
+
+def test_sample_images_match_the_float_output(client):
+    outputs = client.sample_outputs(4, seed=2)
+    np.testing.assert_allclose(
+        client.sample(4, seed=2), np.asarray(outputs["images"], np.float32), atol=1 / 255
+    )
+
+
+def test_decode_matches_sampled_latents(client):
+    outputs = client.sample_outputs(3, seed=5)
+    decoded = client.decode(np.asarray(outputs["z"]))
+    assert decoded.shape == (3, *EVAE.image_shape)
+    np.testing.assert_array_equal(decoded, client.sample(3, seed=5))
+
+
+def test_version_pinning(base_url, client):
+    with ServingClient(base_url, "evae", version=1) as pinned:
+        assert [s["version"] for s in pinned.status()["model_version_status"]] == ["1"]
+        assert not np.array_equal(pinned.sample(2, 0), client.sample(2, 0))
+
+
+def test_rgb_model(base_url):
+    with ServingClient(base_url, "vae") as client:
+        assert client.sample(2, 0).shape == (2, *VAE.image_shape)
+
+
+def test_server_errors_carry_status_and_message(base_url, client):
+    with ServingClient(base_url, "nope") as missing, pytest.raises(ServingError) as info:
+        missing.sample(2, 0)
+    assert info.value.status == 404
+    assert info.value.message == "Servable not found for request: Latest(nope)"
+    assert str(info.value) == "HTTP 404: Servable not found for request: Latest(nope)"
+    with pytest.raises(ServingError) as info:
+        client.sample(0, 0)
+    assert info.value.status == 400
+    assert "num_samples must be in [1, 1024]" in info.value.message
+    with pytest.raises(ServingError) as info:
+        client.decode(np.zeros((2, 3)))  # latent_dim is 4
+    assert info.value.status == 400
+
+
+def test_unreachable_server(refused_url):
+    with pytest.raises(ServingError) as info:
+        ServingClient(refused_url, "evae").status()
+    assert info.value.status is None
+    assert info.value.message == f"cannot reach {refused_url}: connection refused"
+
+
+def test_constructor_checks_arguments():
+    with pytest.raises(ValueError, match="url must start with http"):
+        ServingClient("localhost:8501", "evae")
+    with pytest.raises(ValueError, match="model must be a non-empty name"):
+        ServingClient("http://localhost:8501", "")
+
+
+# --------------------------------------------------------------------------------------
+# Grid and files
+# --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "n, ncols, grid_shape",
+    [(16, None, (4, 4)), (5, None, (2, 3)), (3, None, (2, 2)), (1, None, (1, 1)), (6, 6, (1, 6))],
+)
+def test_make_grid_layout(n, ncols, grid_shape):
+    images = np.random.default_rng(0).random((n, 3, 2, 1)).astype(np.float32)
+    grid = make_grid(images, ncols)
+    rows, cols = grid_shape
+    assert grid.shape == (rows * 3, cols * 2, 1)
+    for index in range(n):
+        row, col = divmod(index, cols)
+        np.testing.assert_array_equal(
+            grid[row * 3 : row * 3 + 3, col * 2 : col * 2 + 2], images[index]
+        )
+    assert grid[rows * 3 - 3 :, (n - (rows - 1) * cols) * 2 :].sum() == 0  # empty cells
+
+
+def test_make_grid_padding_and_errors():
+    grid = make_grid(np.ones((4, 2, 2, 3)), padding=1)
+    assert grid.shape == (5, 5, 3)
+    assert grid[2].sum() == 0 and grid[:, 2].sum() == 0
+    with pytest.raises(ValueError, match="non-empty"):
+        make_grid(np.ones((0, 2, 2, 1)))
+    with pytest.raises(ValueError, match="ncols must be >= 1"):
+        make_grid(np.ones((2, 2, 2, 1)), ncols=0)
+
+
+def test_png_round_trip():
+    rgb = np.random.default_rng(1).integers(0, 256, (4, 5, 3), dtype=np.uint8)
+    np.testing.assert_array_equal(decode_png(encode_png(rgb)), rgb)
+    gray = np.linspace(0, 1, 20, dtype=np.float32).reshape(4, 5, 1)
+    np.testing.assert_array_equal(
+        decode_png(encode_png(gray)), np.round(gray * 255).astype(np.uint8)
+    )
+
+
+def test_write_atomic_replaces_and_leaves_no_temp_files(tmp_path):
+    target = tmp_path / "sub" / "file.png"
+    write_atomic(target, b"one")
+    write_atomic(target, b"two")
+    assert target.read_bytes() == b"two"
+    assert os.listdir(target.parent) == ["file.png"]
+
+
+# --------------------------------------------------------------------------------------
+# Command line
+# --------------------------------------------------------------------------------------
+
+
+def run_client(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "serving.client", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_cli_writes_grid_and_individual_pngs(base_url, tmp_path):
+    out = tmp_path / "grid.png"
+    result = run_client(
+        "--url", base_url, "--model", "evae", "--num", "6", "--seed", "0",
+        "--out", str(out), "--individual-dir", str(tmp_path / "each"),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    height, width, _ = EVAE.image_shape
+    with Image.open(out) as grid:
+        assert grid.size == (3 * width, 2 * height)  # 6 images: 2 rows of 3
+        assert grid.mode == "L"
+        pixels = np.asarray(grid)
+    files = sorted((tmp_path / "each").iterdir())
+    assert [f.name for f in files] == [f"{i:04d}.png" for i in range(6)]
+    with ServingClient(base_url, "evae") as client:
+        images = client.sample(6, seed=0)
+    fifth = decode_png(files[4].read_bytes())
+    np.testing.assert_array_equal(fifth, np.round(images[4] * 255))
+    np.testing.assert_array_equal(pixels[height:, width : 2 * width], fifth[..., 0])
+    assert sorted(os.listdir(tmp_path)) == ["each", "grid.png"]  # no temp files left
+
+
+def test_cli_rgb_model_and_pinned_version(base_url, tmp_path):
+    out = tmp_path / "vae.png"
+    result = run_client(
+        "--url", base_url, "--model", "vae", "--version", "1", "--num", "4", "--out", str(out)
+    )
+    assert result.returncode == 0, result.stderr
+    height, width, _ = VAE.image_shape
+    with Image.open(out) as grid:
+        assert (grid.size, grid.mode) == ((2 * width, 2 * height), "RGB")
+
+
+def test_cli_decodes_given_latents(base_url, tmp_path):
+    z = np.random.default_rng(0).normal(size=(3, EVAE.latent_dim)).astype(np.float32)
+    np.save(tmp_path / "z.npy", z)
+    out = tmp_path / "decoded.png"
+    result = run_client("--url", base_url, "--latent", str(tmp_path / "z.npy"), "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    with ServingClient(base_url, "evae") as client:
+        expected = make_grid(client.decode(z))
+    with Image.open(out) as grid:
+        np.testing.assert_array_equal(np.asarray(grid), np.round(expected[..., 0] * 255))
+
+
+def test_cli_unreachable_server(refused_url, tmp_path):
+    out = tmp_path / "grid.png"
+    result = run_client("--url", refused_url, "--out", str(out))
+    assert result.returncode == 1
+    assert result.stderr.strip() == f"error: cannot reach {refused_url}: connection refused"
+    assert not out.exists()
+
+
+def test_cli_unknown_model(base_url, tmp_path):
+    result = run_client("--url", base_url, "--model", "nope", "--out", str(tmp_path / "g.png"))
+    assert result.returncode == 1
+    assert result.stderr.strip() == "error: Servable not found for request: Latest(nope)"
+
+
+def test_cli_bad_response(tmp_path):
+    def app(environ, start_response):
+        return Response("<html>not TF Serving</html>", content_type="text/html")(
+            environ, start_response
+        )
+
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_port}"
+        result = run_client("--url", url, "--out", str(tmp_path / "g.png"))
+    finally:
+        server.shutdown()
+        thread.join()
+    assert result.returncode == 1
+    assert result.stderr.startswith(
+        f"error: bad response from {url}/v1/models/evae:predict: not JSON"
+    )
+    assert "Traceback" not in result.stderr
+
+
+def test_cli_argument_errors(tmp_path):
+    result = run_client("--num", "4", "--latent", str(tmp_path / "z.npy"))
+    assert result.returncode == 2
+    assert "error: --num and --latent are mutually exclusive" in result.stderr
+    result = run_client("--latent", str(tmp_path / "missing.npy"))
+    assert result.returncode == 1
+    assert result.stderr.startswith("error: cannot read --latent")
