@@ -1,0 +1,536 @@
+"""Export a trained decoder as a TensorFlow Serving SavedModel.
+
+    python -m export.saved_model --workdir runs/<run> --model-base-path models/evae \\
+        [--version N] [--weights {final,best,last}]
+
+writes ``models/evae/<version>/`` (``saved_model.pb``, ``variables/``,
+``assets.extra/evae_model.json``): the layout TF Serving and ``serving.server`` load.
+Without ``--version`` the next integer is taken (highest existing + 1, from 1); an
+existing version is never overwritten.
+
+Each version is written atomically: the SavedModel is built in a temporary directory
+inside the base path whose name TF Serving ignores (``.tmp-export-<pid>-...``; only
+all-digit names are versions), then renamed into place, so a watching server never
+loads half a model. On any failure or interrupt the temporary directory is removed.
+
+The SavedModel is float32 whatever precision trained the model: the decoder is
+rebuilt under the float32 policy and the trained weights copied in; BatchNorm runs in
+inference mode. Signatures:
+
+* ``serving_default``: ``z`` float32 ``[None, latent_dim]`` -> ``images`` float32
+  ``[None, H, W, C]`` in [0, 1] and ``png_bytes`` string ``[None]`` (one PNG each);
+* ``sample``: ``num_samples`` int32 scalar (1..1024), ``seed`` int64 scalar -> ``z``,
+  ``images``, ``png_bytes``: stateless draws from the model's prior (spec §5; EVAE
+  ``Unif[-B_prior/2, B_prior/2]^d`` with ``B_prior`` baked in as a constant, VAE
+  ``N(0, I)``), so a seed always gives the same samples (those of
+  ``model.generate(num_samples, seed=seed)``).
+
+Library::
+
+    from export.saved_model import export_run, export_decoder
+    path = export_run("runs/x", "models/evae")          # -> models/evae/<next version>
+    export_decoder(model, "models/evae/7", train_config=config)
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import json
+import os
+import re
+import secrets
+import shlex
+import shutil
+import signal
+import sys
+import threading
+import time
+import warnings
+import zipfile
+from pathlib import Path
+from typing import Any
+
+MAX_SAMPLES = 1024
+METADATA_DIR = "assets.extra"
+METADATA_FILE = "evae_model.json"
+WEIGHTS = ("final", "best", "last")
+EXIT_FAILURE = 1
+SERVING_PORT = 8501
+
+# The run directory layout of evae_tf.training, repeated here so that ``--help`` and
+# usage errors need not import TensorFlow.
+CONFIG_FILE = "config.json"
+MODEL_FILE = "model.keras"
+CHECKPOINT_DIR = "checkpoints"
+
+
+class ExportError(Exception):
+    """An export that cannot be done; the message (one line) says why."""
+
+
+# --- small helpers -------------------------------------------------------------------------
+
+
+def _one_line(error: BaseException | str) -> str:
+    """An exception's message squeezed onto one line (Keras errors span several)."""
+    text = str(error).strip() or type(error).__name__
+    first = " ".join(text.split())
+    return first if len(first) <= 300 else first[:297] + "..."
+
+
+def _version_dirs(base_path: Path) -> list[int]:
+    if not base_path.is_dir():
+        return []
+    return [
+        int(entry.name)
+        for entry in os.scandir(base_path)
+        if re.fullmatch(r"[0-9]+", entry.name) and entry.is_dir()
+    ]
+
+
+def next_version(base_path: str | os.PathLike) -> int:
+    """The next version number under ``base_path``: highest existing + 1, from 1."""
+    return max(_version_dirs(Path(base_path)), default=0) + 1
+
+
+def evae_tf_version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("evae-tf")
+    except Exception:  # not installed as a distribution
+        return "unknown"
+
+
+def model_kind(model) -> str:
+    from evae_tf import models
+
+    for kind, cls in models.MODELS.items():
+        if isinstance(model, cls):
+            return kind
+    raise ExportError(
+        f"expected an EVAE or VAE (evae_tf.models), received {type(model).__name__}"
+    )
+
+
+# --- the decoder and the endpoints ---------------------------------------------------------
+
+
+def float32_decoder(model):
+    """The model's decoder rebuilt under the float32 policy with the trained weights."""
+    import keras
+
+    from evae_tf import networks
+
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy("float32")
+    try:
+        decoder = networks.build_decoder(model.image_shape, model.latent_dim, name="decoder")
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+    trained = model.decoder.get_weights()
+    if len(trained) != len(decoder.weights):
+        raise ExportError(
+            f"the model's decoder has {len(trained)} weight arrays; the Appendix-B decoder for "
+            f"image_shape={model.image_shape} has {len(decoder.weights)}"
+        )
+    decoder.set_weights(trained)
+    return decoder
+
+
+def prior_sampler(model):
+    """``draw(shape, seed_pair) -> z``: the model's prior as stateless TF ops.
+
+    EVAE: ``B_prior * (U - 0.5)`` with ``U ~ Unif[0, 1)`` and ``B_prior`` (per latent
+    dimension) a graph constant; VAE: ``N(0, I)``. Same draws as ``model.sample_prior``.
+    """
+    import numpy as np
+    import tensorflow as tf
+
+    if model_kind(model) == "evae":
+        support = np.asarray(model.prior_support(), dtype=np.float32)
+
+        def draw(shape, seed):
+            uniform = tf.random.stateless_uniform(shape, seed=seed, dtype=tf.float32)
+            return tf.constant(support, name="prior_support") * (uniform - 0.5)
+
+    else:
+
+        def draw(shape, seed):
+            return tf.random.stateless_normal(shape, seed=seed, dtype=tf.float32)
+
+    return draw
+
+
+def build_archive(model):
+    """An ``ExportArchive`` holding a float32 decoder and the two serving endpoints.
+
+    Returns ``(archive, signatures)`` where ``signatures`` describes each endpoint's
+    inputs and outputs as JSON (dtype name and shape, ``None`` for unknown sizes).
+    """
+    import keras
+    import tensorflow as tf
+
+    decoder = float32_decoder(model)
+    draw = prior_sampler(model)
+    latent_dim = int(model.latent_dim)
+
+    def decode(z):
+        images = tf.cast(decoder(z, training=False), tf.float32)
+        pixels = tf.cast(tf.clip_by_value(tf.round(images * 255.0), 0.0, 255.0), tf.uint8)
+        png_bytes = tf.map_fn(tf.io.encode_png, pixels, fn_output_signature=tf.string)
+        return images, png_bytes
+
+    @tf.function
+    def serve(z):
+        images, png_bytes = decode(z)
+        return {"images": images, "png_bytes": png_bytes}
+
+    @tf.function
+    def sample(num_samples, seed):
+        message = f"num_samples must be in [1, {MAX_SAMPLES}]"
+        checks = [
+            tf.debugging.assert_greater_equal(num_samples, 1, message=message),
+            tf.debugging.assert_less_equal(num_samples, MAX_SAMPLES, message=message),
+        ]
+        with tf.control_dependencies(checks):
+            shape = tf.stack([num_samples, latent_dim])
+        z = draw(shape, tf.stack([seed, tf.constant(0, tf.int64)]))
+        images, png_bytes = decode(z)
+        return {"z": z, "images": images, "png_bytes": png_bytes}
+
+    specs = {
+        "serving_default": [tf.TensorSpec([None, latent_dim], tf.float32, name="z")],
+        "sample": [
+            tf.TensorSpec([], tf.int32, name="num_samples"),
+            tf.TensorSpec([], tf.int64, name="seed"),
+        ],
+    }
+    archive = keras.export.ExportArchive()
+    archive.track(decoder)
+    signatures = {}
+    for name, fn in (("serving_default", serve), ("sample", sample)):
+        endpoint = archive.add_endpoint(name, fn, input_signature=specs[name])
+        outputs = endpoint.get_concrete_function().structured_outputs
+        signatures[name] = {
+            "inputs": {spec.name: _tensor_json(spec) for spec in specs[name]},
+            "outputs": {key: _tensor_json(value) for key, value in sorted(outputs.items())},
+        }
+    return archive, signatures
+
+
+def _tensor_json(tensor) -> dict[str, Any]:
+    return {"dtype": tensor.dtype.name, "shape": tensor.shape.as_list()}
+
+
+# --- writing -------------------------------------------------------------------------------
+
+
+def model_metadata(model, signatures, *, train_config=None, source=None) -> dict[str, Any]:
+    """The facts written to ``assets.extra/evae_model.json``."""
+    if train_config is not None and hasattr(train_config, "to_dict"):
+        train_config = train_config.to_dict()
+    source = dict(source or {})
+    return {
+        "kind": model_kind(model),
+        "latent_dim": int(model.latent_dim),
+        "image_shape": [int(s) for s in model.image_shape],
+        "prior": model.prior_spec(),
+        "training_config": train_config,
+        "source_workdir": source.get("workdir"),
+        "weights": source.get("weights"),
+        "exported_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "evae_tf_version": evae_tf_version(),
+        "dtype": "float32",
+        "max_samples": MAX_SAMPLES,
+        "signatures": signatures,
+    }
+
+
+def _fsync_dir(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _make_temp_dir(parent: Path) -> Path:
+    """A new ``.tmp-export-<pid>-<random>`` directory in ``parent`` (umask permissions,
+    unlike ``mkdtemp``'s 0700, so that a server running as another user can read it)."""
+    for _ in range(100):
+        path = parent / f".tmp-export-{os.getpid()}-{secrets.token_hex(4)}"
+        try:
+            path.mkdir()
+        except FileExistsError:
+            continue
+        except OSError as e:
+            raise ExportError(f"cannot write into {parent}: {_one_line(e)}") from None
+        return path
+    raise ExportError(f"cannot create a temporary directory in {parent}")
+
+
+def export_decoder(model, export_dir: str | os.PathLike, *, train_config=None, source=None) -> Path:
+    """Writes one SavedModel of ``model``'s decoder to ``export_dir`` atomically.
+
+    Args:
+      model: a trained ``evae_tf.models.EVAE`` or ``VAE`` (any precision).
+      export_dir: the version directory to create (e.g. ``models/evae/3``); it must
+        not exist. Its parent is created if needed.
+      train_config: the run's ``TrainConfig`` (or its dict), recorded in the metadata.
+      source: ``{"workdir": ..., "weights": ...}``, recorded in the metadata.
+
+    Returns:
+      ``export_dir`` as a ``Path``.
+
+    Raises:
+      ExportError: ``export_dir`` exists, or the model cannot be exported.
+    """
+    export_dir = Path(export_dir)
+    if export_dir.exists():
+        raise ExportError(f"{export_dir} already exists; refusing to overwrite it")
+    model_kind(model)  # fail early on anything but an EVAE / VAE
+    parent = export_dir.parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ExportError(f"cannot create {parent}: {_one_line(e)}") from None
+    tmp = _make_temp_dir(parent)
+    try:
+        archive, signatures = build_archive(model)
+        archive.write_out(str(tmp), verbose=False)
+        metadata = model_metadata(model, signatures, train_config=train_config, source=source)
+        (tmp / METADATA_DIR).mkdir(exist_ok=True)
+        with open(tmp / METADATA_DIR / METADATA_FILE, "w") as f:
+            json.dump(metadata, f, indent=2, sort_keys=True)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        if export_dir.exists():  # someone else took this version meanwhile
+            raise ExportError(f"{export_dir} already exists; refusing to overwrite it")
+        try:
+            os.rename(tmp, export_dir)
+        except OSError as e:
+            raise ExportError(f"cannot move the export into {export_dir}: {_one_line(e)}") from None
+        _fsync_dir(parent)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return export_dir
+
+
+# --- runs ----------------------------------------------------------------------------------
+
+
+def _load_config(workdir: Path):
+    from evae_tf.config import TrainConfig
+
+    path = workdir / CONFIG_FILE
+    if not path.is_file():
+        raise ExportError(
+            f"{workdir} is not a run directory: {CONFIG_FILE} is missing "
+            "(pass the --workdir that trainers.fit wrote)"
+        )
+    try:
+        return TrainConfig.load(str(path))
+    except (OSError, ValueError, TypeError, KeyError) as e:
+        raise ExportError(f"{path} is unreadable or corrupt: {_one_line(e)}") from None
+
+
+def _load_final(workdir: Path):
+    import keras
+
+    path = workdir / MODEL_FILE
+    if not path.is_file():
+        raise ExportError(
+            f"{workdir} is not a finished run: {MODEL_FILE} is missing "
+            "(train it to completion or pass --weights last)"
+        )
+    if not zipfile.is_zipfile(path):
+        raise ExportError(f"{path} is unreadable or corrupt: not a .keras (zip) archive")
+    import evae_tf.models  # noqa: F401  (registers the EVAE / VAE classes)
+
+    try:
+        return keras.saving.load_model(str(path), compile=False)
+    except Exception as e:  # Keras raises many types for a corrupt archive
+        raise ExportError(f"{path} is unreadable or corrupt: {_one_line(e)}") from None
+
+
+def _load_checkpoint(workdir: Path, config, weights: str):
+    import keras
+
+    from evae_tf import models
+
+    path = workdir / CHECKPOINT_DIR / f"{weights}.weights.h5"
+    if not path.is_file():
+        raise ExportError(
+            f"{workdir} has no {weights} weights: {CHECKPOINT_DIR}/{path.name} is missing "
+            "(train at least one epoch" + (" with validation" if weights == "best" else "")
+            + " or pass --weights final)"
+        )
+    try:
+        model = models.build(**config.model.build_kwargs())
+    except ValueError as e:
+        raise ExportError(f"{workdir / CONFIG_FILE}: {_one_line(e)}") from None
+    model.compile(optimizer=keras.optimizers.Adam(config.learning_rate))
+    model.optimizer.build(model.trainable_variables)
+    try:
+        with warnings.catch_warnings():
+            # Weights of a mixed_float16 run carry LossScaleOptimizer variables too;
+            # only the model's weights matter for an export.
+            warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
+            model.load_weights(str(path))
+    except Exception as e:  # h5py / Keras raise many types for a bad file
+        raise ExportError(f"{path} is unreadable or corrupt: {_one_line(e)}") from None
+    return model
+
+
+def load_run_model(workdir: str | os.PathLike, weights: str = "final"):
+    """``(model, train_config)`` of a run directory, validated; see ``export_run``."""
+    if weights not in WEIGHTS:
+        raise ExportError(f"unknown weights {weights!r}; expected one of: {', '.join(WEIGHTS)}")
+    workdir = Path(workdir)
+    if not workdir.exists():
+        raise ExportError(f"{workdir} does not exist")
+    if not workdir.is_dir():
+        raise ExportError(f"{workdir} is not a directory")
+    config = _load_config(workdir)
+    if weights == "final":
+        model = _load_final(workdir)
+    else:
+        model = _load_checkpoint(workdir, config, weights)
+    kind = model_kind(model)
+    expected = (config.model.kind, tuple(config.model.image_shape), config.model.latent_dim)
+    actual = (kind, tuple(model.image_shape), int(model.latent_dim))
+    if actual != expected:
+        raise ExportError(
+            f"{workdir / MODEL_FILE} holds a {kind} with image_shape={actual[1]}, latent_dim={actual[2]} "
+            f"but {CONFIG_FILE} describes a {expected[0]} with image_shape={expected[1]}, "
+            f"latent_dim={expected[2]}"
+        )
+    return model, config
+
+
+def export_run(
+    workdir: str | os.PathLike,
+    model_base_path: str | os.PathLike,
+    version: int | None = None,
+    weights: str = "final",
+) -> Path:
+    """Exports a training run's decoder to ``<model_base_path>/<version>``.
+
+    Args:
+      workdir: a run directory written by ``trainers.fit`` (``config.json``,
+        ``model.keras``, ``checkpoints/``).
+      model_base_path: the model's TF Serving base path (e.g. ``models/evae``).
+      version: the version number; ``None`` takes ``next_version(model_base_path)``.
+      weights: ``"final"`` (``model.keras``), ``"best"`` or ``"last"`` (checkpoints).
+
+    Returns:
+      The version directory written.
+
+    Raises:
+      ExportError: a bad run directory, an existing version, or a failed write.
+    """
+    base = Path(model_base_path)
+    if base.exists() and not base.is_dir():
+        raise ExportError(f"model base path {base} is not a directory")
+    if version is not None:
+        if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+            raise ExportError(f"version must be a positive integer, received {version!r}")
+        if (base / str(version)).exists():
+            raise ExportError(
+                f"version {version} already exists in {base}; refusing to overwrite it "
+                f"(omit --version to export as version {next_version(base)})"
+            )
+    model, config = load_run_model(workdir, weights)
+    target = base / str(version if version is not None else next_version(base))
+    return export_decoder(
+        model, target, train_config=config,
+        source={"workdir": str(workdir), "weights": weights},
+    )
+
+
+# --- command line --------------------------------------------------------------------------
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, received {text!r}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m export.saved_model",
+        description="Export a trained EVAE/VAE decoder as a TensorFlow Serving SavedModel.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--workdir", required=True, help="run directory written by trainers.fit")
+    p.add_argument("--model-base-path", required=True,
+                   help="the model's TF Serving base path; versions are written under it")
+    p.add_argument("--version", type=_positive_int, default=None,
+                   help="version number (default: highest existing + 1)")
+    p.add_argument("--weights", choices=WEIGHTS, default="final",
+                   help="final: <workdir>/model.keras; best/last: checkpoints/<name>.weights.h5")
+    return p
+
+
+def _size(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+def summary(path: Path, base: Path, seconds: float) -> str:
+    name = base.resolve().name or "evae"
+    base_arg = shlex.quote(str(base))
+    mount = shlex.quote(f"type=bind,source={base.resolve()},target=/models/{name}")
+    return "\n".join([
+        f"Exported version {path.name} to {path} ({_size(path) / 1e6:.1f} MB, {seconds:.1f} s).",
+        "  serve   : python -m serving.server --model_name "
+        f"{shlex.quote(name)} --model_base_path {base_arg} --rest_api_port {SERVING_PORT}",
+        f"  docker  : docker run -p {SERVING_PORT}:{SERVING_PORT} --mount {mount} "
+        f"-e MODEL_NAME={shlex.quote(name)} -t tensorflow/serving",
+        f"  query   : python -m serving.client --url http://localhost:{SERVING_PORT} "
+        f"--model {shlex.quote(name)} --num 16 --seed 0 --out samples.png",
+        f"  inspect : saved_model_cli show --all --dir {shlex.quote(str(path))}",
+    ])
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    start = time.perf_counter()
+    # SIGTERM unwinds like Ctrl-C, so the temporary directory is removed.
+    on_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _interrupt) if on_main_thread else None
+    try:
+        path = export_run(args.workdir, args.model_base_path, args.version, args.weights)
+    except ExportError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_FAILURE
+    except KeyboardInterrupt:
+        print("Interrupted; nothing was exported.", file=sys.stderr)
+        return 130
+    except Exception as e:  # never a traceback on the command line
+        print(f"error: export failed: {type(e).__name__}: {_one_line(e)}", file=sys.stderr)
+        return EXIT_FAILURE
+    finally:
+        if on_main_thread:
+            signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+    print(summary(path, Path(args.model_base_path), time.perf_counter() - start))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
