@@ -227,3 +227,12 @@ def test_sigint_saves_and_exits_cleanly(data_dir, tmp_path):
     assert proc.returncode == fit.EXIT_INTERRUPTED
     assert "Interrupted: progress is saved up to epoch" in out and "Traceback" not in err
     assert state(workdir)["epoch"] >= 1
+
+
+def test_run_files_get_ordinary_permissions(data_dir, tmp_path):
+    workdir = tmp_path / "run"
+    assert run_fit(data_dir, workdir, "--epochs", "1") == 0
+    umask = os.umask(0)
+    os.umask(umask)
+    for name in ("config.json", "checkpoints/state.json"):
+        assert (workdir / name).stat().st_mode & 0o777 == 0o666 & ~umask, name
