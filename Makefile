@@ -24,10 +24,10 @@ data:
 fit: install data
 	$(PY) -m trainers.fit --dataset $(DATASET) $(FIT_ARGS)
 
-test: install
+test: install data
 	$(PY) -m pytest -q -m "not slow"
 
-test-all: install
+test-all: install data
 	$(PY) -m pytest -q
 
 lint: install
