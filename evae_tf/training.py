@@ -14,6 +14,7 @@ written atomically (a temporary file renamed into place).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import json
@@ -21,7 +22,9 @@ import logging
 import math
 import os
 import shutil
+import signal
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -183,10 +186,12 @@ class EpochCheckpoint(keras.callbacks.Callback):
     ``best.weights.h5``. Epochs whose logs are not finite are not saved.
     """
 
-    def __init__(self, checkpoint_dir: Path, state: dict[str, Any] | None = None, enabled: bool = True):
+    def __init__(self, checkpoint_dir: Path, state: dict[str, Any] | None = None, enabled: bool = True,
+                 stop: GracefulStop | None = None):
         super().__init__()
         self.dir = Path(checkpoint_dir)
         self.enabled = enabled
+        self.stop = stop
         state = state or {}
         self.best = state.get("best_val_loss", math.inf)
         self.best_epoch = state.get("best_epoch")
@@ -196,6 +201,8 @@ class EpochCheckpoint(keras.callbacks.Callback):
         logs = logs or {}
         if not self.enabled or not all(math.isfinite(float(v)) for v in logs.values()):
             return
+        if self.stop is not None and self.stop.partial:
+            return  # stopped mid-epoch: the epoch is not finished
         name = f"epoch-{epoch + 1:04d}.weights.h5"
         _replace_atomic(lambda tmp: self.model.save_weights(tmp), self.dir / name)
         val = float(logs.get("val_loss", math.nan))
@@ -211,6 +218,60 @@ class EpochCheckpoint(keras.callbacks.Callback):
         if self.previous and self.previous != name and (self.dir / self.previous).exists():
             (self.dir / self.previous).unlink()
         self.previous = name
+
+
+class GracefulStop(keras.callbacks.Callback):
+    """Stops training at the next batch boundary once ``request()`` was called.
+
+    ``train`` calls ``request`` from its SIGINT / SIGTERM handler: the handler only sets
+    a flag, so the stop never lands inside Keras' or tf.data's own code. The epoch in
+    progress is then unfinished (``partial``) and is not checkpointed; validation is cut
+    short too.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.requested = False
+        self.partial = False
+
+    def request(self) -> None:
+        self.requested = True
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.partial = False
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.requested:
+            self.partial = True
+            self.model.stop_training = True
+
+    def on_test_batch_end(self, batch, logs=None):
+        if self.requested:
+            self.model.stop_evaluating = True
+
+
+@contextlib.contextmanager
+def stop_on_signals(stop: GracefulStop, signals=(signal.SIGINT, signal.SIGTERM)):
+    """Routes the first SIGINT / SIGTERM to ``stop.request()``; a second one aborts.
+
+    Only the main thread can install handlers; elsewhere this does nothing.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        if stop.requested:
+            raise KeyboardInterrupt
+        log.warning("%s received: stopping after this batch (again to abort).", signal.Signals(signum).name)
+        stop.request()
+
+    previous = {sig: signal.signal(sig, handler) for sig in signals}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 class NonFiniteGuard(keras.callbacks.Callback):
@@ -365,9 +426,10 @@ def train(config: TrainConfig, *, verbose: int | str = "auto",
         return TrainResult(workdir, "already_complete", initial_epoch, initial_epoch, {},
                            state.get("best_val_loss"), _final_model(workdir, model, chief), model)
 
+    stop = GracefulStop()
     guard = NonFiniteGuard()
-    checkpoint = EpochCheckpoint(checkpoint_dir, state, enabled=chief)
-    all_callbacks: list[keras.callbacks.Callback] = [guard, checkpoint]
+    checkpoint = EpochCheckpoint(checkpoint_dir, state, enabled=chief, stop=stop)
+    all_callbacks: list[keras.callbacks.Callback] = [stop, guard, checkpoint]
     if chief:
         all_callbacks += [
             keras.callbacks.TensorBoard(log_dir=str(workdir / LOG_DIR), write_graph=False),
@@ -378,16 +440,20 @@ def train(config: TrainConfig, *, verbose: int | str = "auto",
     status = "completed"
     history: dict[str, list[float]] = {}
     try:
-        if config.strategy == "multi_worker":
-            history = fit_custom_loop(model, strategy, train_ds, holdout_ds, config, initial_epoch,
-                                      all_callbacks, verbose)
-        else:
-            history = model.fit(
-                train_ds, validation_data=holdout_ds, epochs=config.epochs, initial_epoch=initial_epoch,
-                steps_per_epoch=config.steps_per_epoch, validation_steps=config.validation_steps,
-                callbacks=all_callbacks, verbose=verbose, shuffle=False,
-            ).history
-    except KeyboardInterrupt:
+        with stop_on_signals(stop):
+            if config.strategy == "multi_worker":
+                history = fit_custom_loop(model, strategy, train_ds, holdout_ds, config, initial_epoch,
+                                          all_callbacks, verbose)
+            else:
+                history = model.fit(
+                    train_ds, validation_data=holdout_ds, epochs=config.epochs,
+                    initial_epoch=initial_epoch, steps_per_epoch=config.steps_per_epoch,
+                    validation_steps=config.validation_steps, callbacks=all_callbacks,
+                    verbose=verbose, shuffle=False,
+                ).history
+    except KeyboardInterrupt:  # a second signal, or Ctrl-C outside a batch boundary
+        status = "interrupted"
+    if stop.requested:
         status = "interrupted"
     done = _epochs_done(checkpoint_dir, initial_epoch)
     if guard.failure:
@@ -465,10 +531,14 @@ def fit_custom_loop(model, strategy, train_ds, holdout_ds, config: TrainConfig, 
         for metric in model.metrics:
             metric.reset_state()
         val_logs: dict[str, float] = {}
+        model.stop_evaluating = False
         for step, batch in enumerate(holdout_dist):
             if config.validation_steps and step >= config.validation_steps:
                 break
             val_logs = {k: float(v) for k, v in test_step(batch).items()}
+            callback_list.on_test_batch_end(step, val_logs)
+            if model.stop_evaluating:
+                break
         epoch_logs.update({f"val_{k}": v for k, v in val_logs.items()})
         callback_list.on_epoch_end(epoch, epoch_logs)
         if model.stop_training:

@@ -223,7 +223,7 @@ def test_sigint_saves_and_exits_cleanly(data_dir, tmp_path):
     proc = _spawn_fit(data_dir, workdir, 1000)
     _wait_for_epoch(proc, workdir, 1)
     proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=60)
+    out, err = proc.communicate(timeout=180)
     assert proc.returncode == fit.EXIT_INTERRUPTED
     assert "Interrupted: progress is saved up to epoch" in out and "Traceback" not in err
     assert state(workdir)["epoch"] >= 1
@@ -236,3 +236,24 @@ def test_run_files_get_ordinary_permissions(data_dir, tmp_path):
     os.umask(umask)
     for name in ("config.json", "checkpoints/state.json"):
         assert (workdir / name).stat().st_mode & 0o777 == 0o666 & ~umask, name
+
+
+def test_a_stop_mid_epoch_does_not_checkpoint_the_unfinished_epoch(data_dir, tmp_path, monkeypatch):
+    class StopsInTheSecondEpoch(training.GracefulStop):
+        """Requests the stop as the SIGINT handler would, at epoch 2, batch 2."""
+
+        def on_epoch_begin(self, epoch, logs=None):
+            super().on_epoch_begin(epoch, logs)
+            self.epoch = epoch
+
+        def on_train_batch_begin(self, batch, logs=None):
+            if self.epoch == 1 and batch == 1:
+                self.request()
+
+    monkeypatch.setattr(training, "GracefulStop", StopsInTheSecondEpoch)
+    config = TrainConfig(dataset="fashion_mnist", model=ModelConfig(latent_dim=4), epochs=5,
+                         batch_size=16, data_dir=data_dir, workdir=str(tmp_path / "run"))
+    result = training.train(config, verbose=0)
+    assert result.status == "interrupted" and result.epochs_done == 1
+    assert state(tmp_path / "run")["epoch"] == 1  # epoch 2 was cut short: not saved
+    assert result.model_path is None and not (tmp_path / "run" / "model.keras").exists()
