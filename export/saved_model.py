@@ -165,17 +165,20 @@ def prior_sampler(model):
 
 
 def build_archive(model):
-    """An ``ExportArchive`` holding a float32 decoder and the two serving endpoints.
+    """An ``ExportArchive`` of the model's float32 decoder and its prior (see
+    :func:`decoder_archive`)."""
+    return decoder_archive(float32_decoder(model), int(model.latent_dim), prior_sampler(model))
 
+
+def decoder_archive(decoder, latent_dim: int, draw):
+    """An ``ExportArchive`` holding ``decoder`` and the two serving endpoints.
+
+    ``draw(shape, seed_pair) -> z`` samples the prior for the ``sample`` endpoint.
     Returns ``(archive, signatures)`` where ``signatures`` describes each endpoint's
     inputs and outputs as JSON (dtype name and shape, ``None`` for unknown sizes).
     """
     import keras
     import tensorflow as tf
-
-    decoder = float32_decoder(model)
-    draw = prior_sampler(model)
-    latent_dim = int(model.latent_dim)
 
     def decode(z):
         images = tf.cast(decoder(z, training=False), tf.float32)

@@ -1,7 +1,7 @@
 """Small decoder SavedModels in TF Serving layout, shaped like ``export/``'s output.
 
-Each version directory holds a SavedModel written with ``keras.export.ExportArchive``
-from a tiny Dense -> Reshape -> sigmoid decoder, with two endpoints:
+Each version directory holds a SavedModel written by ``export.saved_model.decoder_archive``
+(the exporter's own endpoints) around a tiny Dense -> Reshape -> sigmoid decoder:
 
 * ``serving_default``: ``z`` float32 [None, latent_dim] -> ``images`` float32
   [None, H, W, C] in [0, 1] and ``png_bytes`` string [None] (one PNG per image);
@@ -32,7 +32,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-MAX_SAMPLES = 1024
+from export.saved_model import MAX_SAMPLES  # noqa: F401  (the served sample limit)
+
 # Set to run the contract tests against a real TF Serving serving these models.
 TF_SERVING_URL = os.environ.get("TF_SERVING_URL") or None
 
@@ -72,44 +73,11 @@ def export_decoder(
         ]
     )
 
-    def decode(z):
-        images = decoder(z, training=False)
-        pixels = tf.cast(tf.round(images * 255.0), tf.uint8)
-        png_bytes = tf.map_fn(tf.io.encode_png, pixels, fn_output_signature=tf.string)
-        return images, png_bytes
+    # The exporter's own endpoints, around a toy decoder and a N(0, I) prior.
+    from export.saved_model import decoder_archive
 
-    @tf.function
-    def serve(z):
-        images, png_bytes = decode(z)
-        return {"images": images, "png_bytes": png_bytes}
-
-    @tf.function
-    def sample(num_samples, seed):
-        message = f"num_samples must be in [1, {MAX_SAMPLES}]"
-        checks = [
-            tf.debugging.assert_greater_equal(num_samples, 1, message=message),
-            tf.debugging.assert_less_equal(num_samples, MAX_SAMPLES, message=message),
-        ]
-        with tf.control_dependencies(checks):
-            shape = tf.stack([num_samples, latent_dim])
-        z = tf.random.stateless_normal(shape, seed=tf.stack([seed, tf.constant(0, tf.int64)]))
-        images, png_bytes = decode(z)
-        return {"z": z, "images": images, "png_bytes": png_bytes}
-
-    archive = keras.export.ExportArchive()
-    archive.track(decoder)
-    archive.add_endpoint(
-        "serving_default",
-        serve,
-        input_signature=[tf.TensorSpec([None, latent_dim], tf.float32, name="z")],
-    )
-    archive.add_endpoint(
-        "sample",
-        sample,
-        input_signature=[
-            tf.TensorSpec([], tf.int32, name="num_samples"),
-            tf.TensorSpec([], tf.int64, name="seed"),
-        ],
+    archive, _ = decoder_archive(
+        decoder, latent_dim, lambda shape, seed: tf.random.stateless_normal(shape, seed=seed)
     )
     archive.write_out(str(path), verbose=False)
 

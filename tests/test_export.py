@@ -152,27 +152,6 @@ def test_signatures_are_exactly_the_serving_contract(exported):
         assert got == outputs
 
 
-def test_signatures_match_the_serving_fixtures(evae_export, tmp_path):
-    """``tests/serving_fixtures.py`` stands in for this export in the serving tests:
-    same signatures, input and output names, dtypes and ranks, same sample limit."""
-    from serving_fixtures import EVAE, MAX_SAMPLES
-    from serving_fixtures import export_decoder as export_fixture
-
-    def layout(loaded):
-        out = {}
-        for name, function in loaded.signatures.items():
-            inputs = function.structured_input_signature[1]
-            out[name] = (
-                {k: (s.dtype, s.shape.rank) for k, s in inputs.items()},
-                {k: (t.dtype, t.shape.rank) for k, t in function.structured_outputs.items()},
-            )
-        return out
-
-    export_fixture(tmp_path / "1", EVAE.latent_dim, EVAE.image_shape, seed=0)
-    assert layout(evae_export[1]) == layout(tf.saved_model.load(str(tmp_path / "1")))
-    assert export_lib.MAX_SAMPLES == MAX_SAMPLES
-
-
 def test_saved_model_cli_lists_the_signatures(evae_export):
     path, _, _ = evae_export
     cli_path = ROOT / ".venv" / "bin" / "saved_model_cli"
