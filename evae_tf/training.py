@@ -145,12 +145,28 @@ def prepare_workdir(config: TrainConfig) -> Path:
 # --- checkpoints -----------------------------------------------------------------------------
 
 
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def _replace_atomic(write, path: Path) -> None:
-    """Calls ``write(tmp_path)`` then renames the temporary file onto ``path``."""
+    """Calls ``write(tmp_path)``, flushes it to disk, then renames it onto ``path``.
+
+    A failing write (a full disk, an I/O error) becomes a one-line ``TrainingError``
+    and leaves ``path`` as it was.
+    """
     tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
     try:
         write(tmp)
+        _fsync(tmp)
         os.replace(tmp, path)
+    except Exception as e:  # h5py and Keras raise several types for the same I/O failures
+        reason = getattr(e, "strerror", None) or " ".join(str(e).split())
+        raise TrainingError(f"Could not write {path}: {reason}.") from None
     finally:
         if tmp.exists():
             tmp.unlink()
@@ -161,29 +177,60 @@ def save_model_atomic(model: keras.Model, path: Path) -> None:
 
 
 def read_state(checkpoint_dir: Path) -> dict[str, Any] | None:
+    """The resume state ``state.json`` names, validated; ``None`` for a new run."""
     path = Path(checkpoint_dir) / STATE_FILE
     if not path.exists():
         return None
+    advice = "remove the checkpoints directory to start over"
     try:
         with open(path) as f:
             state = json.load(f)
-        weights = Path(checkpoint_dir) / state["weights"]
-    except (OSError, ValueError, KeyError) as e:
-        raise TrainingError(f"Checkpoint state {str(path)!r} is unreadable ({e}); "
-                            "remove the checkpoints directory to start over.") from None
-    if not weights.exists():
-        raise TrainingError(f"Checkpoint {str(weights)!r} named by {str(path)!r} is missing.")
-    state["weights_path"] = weights
+    except (OSError, ValueError) as e:
+        raise TrainingError(f"Checkpoint state {str(path)!r} is unreadable ({e}); {advice}.") from None
+    weights = state.get("weights") if isinstance(state, dict) else None
+    epoch = state.get("epoch") if isinstance(state, dict) else None
+    if (not isinstance(weights, str) or Path(weights).name != weights
+            or isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0):
+        raise TrainingError(f"Checkpoint state {str(path)!r} is malformed (expected an object with "
+                            f"'epoch' >= 0 and a 'weights' file name); {advice}.")
+    if not (Path(checkpoint_dir) / weights).exists():
+        raise TrainingError(f"Checkpoint {str(Path(checkpoint_dir) / weights)!r} named by "
+                            f"{str(path)!r} is missing; {advice}.")
+    state["weights_path"] = Path(checkpoint_dir) / weights
     return state
+
+
+def remove_leftovers(checkpoint_dir: Path, state: dict[str, Any] | None) -> None:
+    """Deletes what an interrupted checkpoint left: temporary files, and epoch files
+    that ``state.json`` does not name."""
+    keep = state["weights"] if state else None
+    for path in Path(checkpoint_dir).iterdir():
+        if path.name.startswith(".tmp-") or (path.name.startswith("epoch-") and path.name != keep):
+            path.unlink(missing_ok=True)
+
+
+def load_resume_weights(model: keras.Model, state: dict[str, Any]) -> None:
+    """Loads the epoch weights ``state.json`` names, with a one-line error naming the
+    file when it is damaged."""
+    path = state["weights_path"]
+    try:
+        model.load_weights(path)
+    except Exception as e:  # h5py raises OSError, Keras ValueError, for damaged files
+        reason = " ".join(str(e).split())
+        raise TrainingError(f"Checkpoint {str(path)!r} is damaged and cannot be loaded ({reason}); "
+                            "remove the checkpoints directory to start over.") from None
 
 
 class EpochCheckpoint(keras.callbacks.Callback):
     """Saves resumable state after every finished epoch, atomically.
 
-    Writes ``epoch-NNNN.weights.h5`` (weights and optimizer state), then ``state.json``
-    naming it, then removes the previous epoch's file; a process killed at any point
-    leaves a consistent pair. Also keeps ``last.weights.h5`` and, by ``val_loss``,
-    ``best.weights.h5``. Epochs whose logs are not finite are not saved.
+    Writes ``epoch-NNNN.weights.h5`` (weights and optimizer state), its copies
+    ``last.weights.h5`` and, when ``val_loss`` improved, ``best.weights.h5``; then
+    ``state.json`` naming them, the commit point; then removes the previous epoch's
+    file. Each file is flushed and renamed into place, so a process killed at any point
+    leaves a consistent set. Epochs whose logs are not finite, and epochs cut short by a
+    stop, are not saved. Before writing, free disk space is checked against what the
+    files need, so a full disk is reported before anything is half-written.
     """
 
     def __init__(self, checkpoint_dir: Path, state: dict[str, Any] | None = None, enabled: bool = True,
@@ -193,9 +240,26 @@ class EpochCheckpoint(keras.callbacks.Callback):
         self.enabled = enabled
         self.stop = stop
         state = state or {}
-        self.best = state.get("best_val_loss", math.inf)
+        best = state.get("best_val_loss")
+        self.best = best if isinstance(best, (int, float)) else math.inf
         self.best_epoch = state.get("best_epoch")
         self.previous = state.get("weights")
+
+    def _check_space(self, epoch: int) -> None:
+        previous = self.dir / self.previous if self.previous else None
+        if previous is not None and previous.exists():
+            size = previous.stat().st_size
+        else:  # weights, optimizer slots and HDF5 overhead
+            size = 2 * sum(int(np.prod(v.shape)) * 4 for v in self.model.weights + self.model.optimizer.variables)
+        needed = 3 * size + (1 << 20)  # the epoch file, a copy being written, the state
+        free = shutil.disk_usage(self.dir).free
+        if free < needed:
+            done = f"epoch {epoch}" if self.previous else "no epoch yet"
+            raise TrainingError(
+                f"No space left on device for the checkpoint of epoch {epoch + 1} in {self.dir}: "
+                f"{free >> 20} MiB free, about {needed >> 20} MiB needed. The checkpoint of {done} "
+                "is intact; free some space and run the same command to resume."
+            )
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
@@ -203,18 +267,20 @@ class EpochCheckpoint(keras.callbacks.Callback):
             return
         if self.stop is not None and self.stop.partial:
             return  # stopped mid-epoch: the epoch is not finished
+        self._check_space(epoch)
         name = f"epoch-{epoch + 1:04d}.weights.h5"
         _replace_atomic(lambda tmp: self.model.save_weights(tmp), self.dir / name)
         val = float(logs.get("val_loss", math.nan))
         improved = math.isfinite(val) and val < self.best
+        for target in ["last.weights.h5"] + (["best.weights.h5"] if improved else []):
+            _replace_atomic(lambda tmp: shutil.copyfile(self.dir / name, tmp), self.dir / target)
         if improved:
             self.best, self.best_epoch = val, epoch + 1
         write_json_atomic(str(self.dir / STATE_FILE), {
-            "epoch": epoch + 1, "weights": name, "logs": {k: float(v) for k, v in logs.items()},
+            "epoch": epoch + 1, "weights": name,
+            "logs": {k: float(v) for k, v in logs.items()},
             "best_val_loss": self.best if math.isfinite(self.best) else None, "best_epoch": self.best_epoch,
         })
-        for target in ["last.weights.h5"] + (["best.weights.h5"] if improved else []):
-            _replace_atomic(lambda tmp: shutil.copyfile(self.dir / name, tmp), self.dir / target)
         if self.previous and self.previous != name and (self.dir / self.previous).exists():
             (self.dir / self.previous).unlink()
         self.previous = name
@@ -247,6 +313,7 @@ class GracefulStop(keras.callbacks.Callback):
 
     def on_test_batch_end(self, batch, logs=None):
         if self.requested:
+            self.partial = True  # validation cut short: its val_loss must not count
             self.model.stop_evaluating = True
 
 
@@ -417,10 +484,12 @@ def train(config: TrainConfig, *, verbose: int | str = "auto",
 
     # Every worker resumes from the chief's checkpoint so that all start at the same epoch.
     state = read_state(Path(config.workdir) / CHECKPOINT_DIR)
+    if chief:
+        remove_leftovers(checkpoint_dir, state)
     initial_epoch = 0
     if state is not None:
-        model.load_weights(state["weights_path"])
-        initial_epoch = int(state["epoch"])
+        load_resume_weights(model, state)
+        initial_epoch = state["epoch"]
         log.info("Resuming %s after epoch %d (of %d).", workdir, initial_epoch, config.epochs)
     if initial_epoch >= config.epochs:
         return TrainResult(workdir, "already_complete", initial_epoch, initial_epoch, {},

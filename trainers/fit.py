@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import signal
 import sys
@@ -36,7 +37,7 @@ def _positive(kind):
             value = kind(text)
         except ValueError:
             value = None
-        if value is None or value <= 0:
+        if value is None or not math.isfinite(value) or value <= 0:
             raise argparse.ArgumentTypeError(f"expected a positive {kind.__name__}, received {text!r}")
         return value
 
@@ -49,6 +50,12 @@ def _support(text: str):
         return parse_support(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected 'learned' or a positive number, received {text!r}") from None
+
+
+def _workdir(text: str) -> str:
+    if not text.strip():
+        raise argparse.ArgumentTypeError("expected a directory path, received ''")
+    return text
 
 
 def _readable_dir(text: str) -> str:
@@ -87,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed for data order, initialisation and sampling")
     p.add_argument("--data-dir", type=_readable_dir, default=None,
                    help="directory with the dataset (IDX files or a TFDS data_dir); also EVAE_DATA_DIR")
-    p.add_argument("--workdir", default=None,
+    p.add_argument("--workdir", type=_workdir, default=None,
                    help="run directory (default: runs/<dataset>-<model>-d<latent>-<timestamp>)")
     g = p.add_argument_group("EVAE options (spec §2-§3)")
     g.add_argument("--step", type=_positive(float), default=DEFAULT_STEP, help="step size b")
