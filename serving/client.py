@@ -66,6 +66,8 @@ class ServingClient:
             raise ValueError(f"model must be a non-empty name. Received: model={model!r}")
         if version is not None and version < 0:
             raise ValueError(f"version must be >= 0. Received: version={version}")
+        if not (isinstance(timeout, int | float) and math.isfinite(timeout) and timeout > 0):
+            raise ValueError(f"timeout must be a finite number > 0. Received: timeout={timeout}")
         self.url = url.rstrip("/")
         self.model = model
         self.version = version
@@ -341,6 +343,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--num must be >= 1, got {num}")
     if args.ncols is not None and args.ncols < 1:
         parser.error(f"--ncols must be >= 1, got {args.ncols}")
+    if not (math.isfinite(args.timeout) and args.timeout > 0):
+        parser.error(f"--timeout must be a finite number > 0, got {args.timeout:g}")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         client = ServingClient(args.url, args.model, args.version, timeout=args.timeout)

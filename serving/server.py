@@ -10,7 +10,9 @@ written against one works against the other::
     python -m serving.server --model_config_file serving/models.config
 
 Flags are named as ``tensorflow_model_server``'s; ``--rest_api_host`` (default
-127.0.0.1) and ``--max_request_bytes`` are this server's own. Only REST is served:
+127.0.0.1), ``--max_request_bytes`` (default 64 MiB; larger bodies get 413) and
+``--max_batch_size`` (default 1024: the largest batch dimension of an input, and the
+largest ``num_samples`` input; more is a 400) are this server's own. Only REST is served:
 ``--port`` (gRPC) is accepted and ignored, and ``:classify`` / ``:regress`` answer 501.
 
 Loading follows TF Serving: integer version directories, the configured version
@@ -26,6 +28,7 @@ import concurrent.futures
 import dataclasses
 import json
 import logging
+import math
 import os
 import re
 import signal
@@ -38,6 +41,7 @@ from typing import Any
 from urllib.parse import quote, unquote
 
 import numpy as np
+from werkzeug.exceptions import ClientDisconnected
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 from werkzeug.wrappers import Request, Response
 
@@ -59,6 +63,11 @@ PREDICT_METHOD_NAMES = (
     "tensorflow/serving/regress",
 )
 DEFAULT_MAX_REQUEST_BYTES = 64 * 1024 * 1024
+# Requests for more rows than this are refused before the model runs: a 64 MiB body of
+# latents decodes to hundreds of thousands of images, more memory than the host has.
+DEFAULT_MAX_BATCH_SIZE = 1024
+# A scalar integer input of this name asks the model for that many rows.
+NUM_SAMPLES_INPUT = "num_samples"
 
 # tensorflow_serving/model_servers/http_rest_api_util.cc
 _PREDICT_PATH = re.compile(
@@ -420,9 +429,11 @@ class RestApp:
         max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
         num_threads: int | None = None,
         timeout_in_ms: int = 30_000,
+        max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
     ):
         self.registry = registry
         self.max_request_bytes = max_request_bytes
+        self.max_batch_size = max_batch_size
         self.num_threads = num_threads or 4 * (os.cpu_count() or 1)
         self.timeout_in_ms = timeout_in_ms
         self._slots = threading.BoundedSemaphore(self.num_threads)
@@ -498,7 +509,10 @@ class RestApp:
         limit = self.max_request_bytes
         if request.content_length is not None and request.content_length > limit:
             raise _BodyTooLarge(request.content_length)
-        body = request.stream.read(limit + 1)  # chunked bodies have no Content-Length
+        try:
+            body = request.stream.read(limit + 1)  # chunked bodies have no Content-Length
+        except (OSError, ClientDisconnected) as e:  # a bad chunk header, a short body
+            raise invalid_argument(f"Malformed request body: {e}") from None
         if len(body) > limit:
             raise _BodyTooLarge(None)
         return body
@@ -569,6 +583,7 @@ class RestApp:
                     f"Input '{input_name}' has shape [{','.join(map(str, array.shape))}], "
                     f"which is not compatible with the signature's shape {info.shape_string()}"
                 )
+        self._check_batch_size(inputs, signature)
         if signature.call is None:
             raise RestError("INTERNAL", f"Signature {signature.name} cannot be called")
         timeout = self.timeout_in_ms / 1000 if self.timeout_in_ms > 0 else None
@@ -595,6 +610,29 @@ class RestApp:
                 "(--rest_api_timeout_in_ms)",
             ) from None
 
+    def _check_batch_size(self, inputs: Mapping[str, np.ndarray], signature: Signature) -> None:
+        """Refuse requests for more rows than ``max_batch_size`` (400, like TF Serving's
+        batching refuses a task larger than its ``max_batch_size``)."""
+        limit = self.max_batch_size
+        for input_name, array in inputs.items():
+            info = signature.inputs[input_name]
+            batched = info.shape is not None and len(info.shape) > 0 and info.shape[0] is None
+            if batched and array.ndim > 0 and array.shape[0] > limit:
+                raise invalid_argument(
+                    f"Batch size {array.shape[0]} of input '{input_name}' exceeds the server's "
+                    f"limit of {limit} (--max_batch_size)"
+                )
+            if (
+                input_name == NUM_SAMPLES_INPUT
+                and array.ndim == 0
+                and array.dtype.kind in "iu"
+                and int(array) > limit
+            ):
+                raise invalid_argument(
+                    f"num_samples must be in [1, {limit}]: got {int(array)} (the server's "
+                    "--max_batch_size)"
+                )
+
 
 def _raw_path(environ: Mapping[str, Any]) -> str:
     """The request path as sent (still percent-encoded), without the query string."""
@@ -612,6 +650,26 @@ def _raw_path(environ: Mapping[str, Any]) -> str:
 class _RequestHandler(WSGIRequestHandler):
     def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
         """RestApp logs every request itself."""
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None):
+        """Errors found before the app runs (a malformed request line or headers, a URI
+        too long) are answered with a JSON error body too, not ``http.server``'s HTML."""
+        try:
+            short, _ = self.responses[code]
+        except KeyError:
+            short = "Error"
+        message = message or short
+        self.log_error("code %d, message %s", code, message)
+        self.send_response(code, short)
+        self.send_header("Connection", "close")
+        body = None
+        if code >= 200 and code not in (204, 205, 304):
+            body = rest.error_body(message).encode("utf-8", "replace")
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD" and body:
+            self.wfile.write(body)
 
 
 class ModelServer:
@@ -631,6 +689,7 @@ class ModelServer:
         max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
         num_threads: int | None = None,
         timeout_in_ms: int = 30_000,
+        max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
         loader: Callable[[str, int, Path], Servable] = load_servable,
     ):
         self.registry = ModelRegistry(configs, poll_wait_seconds, loader)
@@ -639,6 +698,7 @@ class ModelServer:
             max_request_bytes=max_request_bytes,
             num_threads=num_threads,
             timeout_in_ms=timeout_in_ms,
+            max_batch_size=max_batch_size,
         )
         self._host, self._port = host, port
         self._http: BaseWSGIServer | None = None
@@ -730,7 +790,11 @@ def _build_parser() -> argparse.ArgumentParser:
         help="ModelServerConfig text proto (several models); takes precedence",
     )
     parser.add_argument("--rest_api_port", type=int, default=8501, help="0 picks a free port")
-    parser.add_argument("--rest_api_host", default="127.0.0.1", help="address to bind")
+    parser.add_argument(
+        "--rest_api_host",
+        default="127.0.0.1",
+        help="address to bind (0.0.0.0 exposes the server to the network)",
+    )
     parser.add_argument(
         "--rest_api_num_threads",
         type=int,
@@ -754,6 +818,12 @@ def _build_parser() -> argparse.ArgumentParser:
         type=int,
         default=DEFAULT_MAX_REQUEST_BYTES,
         help="larger request bodies are answered with 413",
+    )
+    parser.add_argument(
+        "--max_batch_size",
+        type=int,
+        default=DEFAULT_MAX_BATCH_SIZE,
+        help="largest batch dimension of an input and largest num_samples (400 beyond)",
     )
     parser.add_argument(
         "--port",
@@ -801,6 +871,13 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--max_request_bytes must be positive, got {args.max_request_bytes}")
     if args.rest_api_num_threads is not None and args.rest_api_num_threads < 1:
         parser.error(f"--rest_api_num_threads must be >= 1, got {args.rest_api_num_threads}")
+    if not args.rest_api_host.strip():
+        parser.error("--rest_api_host must not be empty (use 0.0.0.0 to listen on every address)")
+    poll = args.file_system_poll_wait_seconds
+    if not (math.isfinite(poll) and poll >= 0):
+        parser.error(f"--file_system_poll_wait_seconds must be a finite number >= 0, got {poll:g}")
+    if args.max_batch_size < 1:
+        parser.error(f"--max_batch_size must be >= 1, got {args.max_batch_size}")
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
@@ -816,6 +893,7 @@ def main(argv: list[str] | None = None) -> int:
         max_request_bytes=args.max_request_bytes,
         num_threads=args.rest_api_num_threads,
         timeout_in_ms=args.rest_api_timeout_in_ms,
+        max_batch_size=args.max_batch_size,
     )
 
     def on_signal(signum, _frame):
