@@ -25,7 +25,7 @@ fit: install data
 	$(PY) -m trainers.fit --dataset $(DATASET) $(FIT_ARGS)
 
 test: install data
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q -m "not slow" --durations=15
 
 test-all: install data
 	$(PY) -m pytest -q
