@@ -27,6 +27,8 @@ from collections.abc import Sequence
 import keras
 from keras import layers
 
+_PACKAGE = "evae_tf"
+
 
 @dataclasses.dataclass(frozen=True)
 class Architecture:
@@ -46,6 +48,105 @@ ARCHITECTURES: dict[tuple[int, int, int], Architecture] = {
     (32, 32, 3): Architecture(4, (32, 64, 128, 256), True, (1, 1, 256), "valid", (128, 64, 32)),
     (64, 64, 3): Architecture(5, (64, 128, 256, 512), True, (8, 8, 512), "same", (256, 128, 64)),
 }
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class BatchNormalization(layers.BatchNormalization):
+    """Keras' ``BatchNormalization`` computed by TensorFlow's fused kernel.
+
+    Keras 3 normalises with separate ops (``moments``, then ``batch_normalization``) and
+    differentiates through each of them; on CPU that is about a fifth of the training
+    step of these networks (bench/NOTES.md). With the TensorFlow backend and a 4-D,
+    channels-last input this layer calls ``FusedBatchNormV3`` (and its fused gradient)
+    instead: the same function, the same weights and moving-statistics update (the biased
+    batch variance, as Keras), in float32 whatever the compute dtype, as Keras does.
+    Other cases (masks, renorm, synchronized statistics across replicas, other ranks or
+    axes, other backends) use Keras' own computation.
+    """
+
+    def _fusable(self, inputs, mask) -> bool:
+        return (
+            keras.backend.backend() == "tensorflow"
+            and mask is None
+            and not self.synchronized
+            and not self.renorm
+            and len(inputs.shape) == 4
+            and self.axis in (-1, 3)
+            and self.epsilon > 1.001e-5  # the fused kernel's lower bound
+        )
+
+    def call(self, inputs, training=None, mask=None):
+        if not self._fusable(inputs, mask):
+            return super().call(inputs, training=training, mask=mask)
+        import tensorflow as tf
+
+        x = tf.cast(inputs, tf.float32)
+        channels = x.shape[-1]
+        gamma = tf.cast(self.gamma, tf.float32) if self.scale else tf.ones([channels], tf.float32)
+        beta = tf.cast(self.beta, tf.float32) if self.center else tf.zeros([channels], tf.float32)
+        if training and self.trainable:
+            y, mean, variance = tf.compat.v1.nn.fused_batch_norm(
+                x, gamma, beta, epsilon=self.epsilon, is_training=True
+            )
+            # The fused kernel returns the unbiased batch variance; Keras keeps the
+            # moving average of the biased one (the variance it normalises with).
+            count = tf.cast(tf.size(x) // channels, tf.float32)
+            variance = variance * tf.maximum(count - 1.0, 0.0) / count
+            self.moving_mean.assign(self.moving_mean * self.momentum + mean * (1.0 - self.momentum))
+            self.moving_variance.assign(
+                self.moving_variance * self.momentum + variance * (1.0 - self.momentum)
+            )
+        else:
+            mean = tf.cast(self.moving_mean, tf.float32)
+            y, _, _ = tf.compat.v1.nn.fused_batch_norm(
+                x, gamma, beta, mean=mean, variance=tf.cast(self.moving_variance, tf.float32),
+                epsilon=self.epsilon, is_training=False,
+            )
+        # NaN must stay visible (the training NaN guard relies on it). On CPU, grappler
+        # fuses FusedBatchNorm + Relu into oneDNN's batchnorm with a ReLU post-op, whose
+        # max(x, 0) turns NaN into 0; an elementwise term between the two keeps them
+        # apart. It also carries a NaN of the statistics into every output of the channel,
+        # as Keras' unfused computation does. Zero otherwise, and without a gradient.
+        y = y + tf.stop_gradient(0.0 * mean)
+        return tf.cast(y, self.compute_dtype)
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class Conv2DTranspose(layers.Conv2DTranspose):
+    """Keras' ``Conv2DTranspose``, computed as one matrix product when its input is 1×1.
+
+    With a 1×1 input, stride 1 and "valid" padding (the MNIST-style decoder's first
+    transposed conv, 1×1×256 → 4×4×128) every output pixel is a linear map of the input
+    vector: ``out[b, i, j, c] = sum_k x[b, k] · kernel[i, j, c, k] (+ bias)``. A matmul
+    computes exactly that, and on CPU it is much cheaper than the deconvolution kernel
+    (bench/NOTES.md: about a tenth of the training step). Same weights, same outputs; any
+    other configuration uses Keras' own computation.
+    """
+
+    def _is_matmul(self, inputs) -> bool:
+        return (
+            self.data_format == "channels_last"
+            and tuple(inputs.shape[1:3]) == (1, 1)
+            and tuple(self.strides) == (1, 1)
+            and self.padding == "valid"
+            and tuple(self.dilation_rate) == (1, 1)
+            and self.output_padding is None
+        )
+
+    def call(self, inputs):
+        if not self._is_matmul(inputs):
+            return super().call(inputs)
+        ops = keras.ops
+        kh, kw = self.kernel_size
+        channels = inputs.shape[-1]
+        # kernel: (kh, kw, filters, in) -> (in, kh * kw * filters), row-major as the output.
+        kernel = ops.reshape(ops.transpose(self.kernel, (3, 0, 1, 2)), (channels, kh * kw * self.filters))
+        outputs = ops.reshape(ops.matmul(ops.reshape(inputs, (-1, channels)), kernel), (-1, kh, kw, self.filters))
+        if self.use_bias:
+            outputs = ops.add(outputs, self.bias)
+        if self.activation is not None:
+            return self.activation(outputs)
+        return outputs
 
 
 def architecture(image_shape: Sequence[int]) -> Architecture:
@@ -95,7 +196,7 @@ def build_encoder(
     h = inputs
     for i, filters in enumerate(arch.encoder_filters):
         h = layers.Conv2D(filters, arch.kernel_size, strides=2, padding="same", name=f"conv{i}")(h)
-        h = layers.BatchNormalization(synchronized=sync_batchnorm, name=f"bn{i}")(h)
+        h = BatchNormalization(synchronized=sync_batchnorm, name=f"bn{i}")(h)
         h = layers.ReLU(name=f"relu{i}")(h)
     h = layers.GlobalAveragePooling2D(name="pool")(h) if arch.global_pool else layers.Flatten(name="flatten")(h)
     outputs = {head: layers.Dense(latent_dim, dtype="float32", name=head)(h) for head in heads}
@@ -115,11 +216,11 @@ def build_decoder(
     h = layers.Reshape(arch.decoder_start, name="reshape")(h)
     for i, filters in enumerate(arch.decoder_filters):
         stride, padding = (1, arch.first_padding) if i == 0 else (2, "same")
-        h = layers.Conv2DTranspose(
+        h = Conv2DTranspose(
             filters, arch.kernel_size, strides=stride, padding=padding, name=f"deconv{i}"
         )(h)
-        h = layers.BatchNormalization(synchronized=sync_batchnorm, name=f"bn{i}")(h)
+        h = BatchNormalization(synchronized=sync_batchnorm, name=f"bn{i}")(h)
         h = layers.ReLU(name=f"relu{i}")(h)
-    h = layers.Conv2DTranspose(channels, arch.kernel_size, strides=2, padding="same", name="logits")(h)
+    h = Conv2DTranspose(channels, arch.kernel_size, strides=2, padding="same", name="logits")(h)
     outputs = layers.Activation("sigmoid", dtype="float32", name="images")(h)
     return keras.Model(inputs, outputs, name=name)

@@ -68,3 +68,101 @@ def test_heads_and_output_stay_float32_under_mixed_precision():
 def test_bad_arguments_raise_clear_errors(kwargs, match):
     with pytest.raises(ValueError, match=match):
         networks.build_decoder(**kwargs)
+
+
+@pytest.mark.parametrize("policy", ["float32", "mixed_float16"])
+def test_fused_batchnorm_matches_keras_batchnorm(policy):
+    """networks.BatchNormalization (TF's fused kernel) computes what Keras' layer does:
+    outputs, input and weight gradients, moving statistics, inference outputs."""
+    import tensorflow as tf
+
+    keras.mixed_precision.set_global_policy(policy)
+    x = tf.constant(np.random.default_rng(1).normal(1.0, 2.0, size=(6, 5, 4, 3)), tf.float32)
+    x = tf.cast(x, keras.mixed_precision.global_policy().compute_dtype)
+    fused = networks.BatchNormalization(momentum=0.9)
+    plain = keras.layers.BatchNormalization(momentum=0.9)
+    for layer in (fused, plain):
+        layer.build(x.shape)
+        layer.set_weights([np.linspace(0.5, 1.5, 3), np.linspace(-1, 1, 3), np.full(3, 0.2), np.full(3, 3.0)])
+    results = []
+    for layer in (fused, plain):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = layer(x, training=True)
+            loss = tf.reduce_sum(tf.cast(y, tf.float32) * tf.range(72.0, dtype=tf.float32)[:y.shape[-1]])
+        grads = tape.gradient(loss, [x, layer.gamma, layer.beta])
+        results.append([y, *grads, layer.moving_mean, layer.moving_variance, layer(x, training=False)])
+    tol = 1e-5 if policy == "float32" else 2e-2
+    for got, want in zip(*results, strict=True):
+        np.testing.assert_allclose(np.asarray(tf.cast(got, tf.float32)), np.asarray(tf.cast(want, tf.float32)),
+                                   rtol=tol, atol=tol)
+    assert results[0][0].dtype == results[1][0].dtype
+
+
+def test_fused_batchnorm_serialises_and_keeps_keras_weights_layout():
+    dec = networks.build_decoder((32, 32, 1), 4)
+    bn = dec.get_layer("bn0")
+    assert isinstance(bn, keras.layers.BatchNormalization)
+    assert [w.path.split("/")[-1] for w in bn.weights] == ["gamma", "beta", "moving_mean", "moving_variance"]
+    clone = keras.models.model_from_json(dec.to_json())
+    assert type(clone.get_layer("bn0")) is networks.BatchNormalization
+    clone.set_weights(dec.get_weights())
+    z = np.random.default_rng(0).normal(size=(3, 4)).astype(np.float32)
+    np.testing.assert_allclose(clone(z).numpy(), dec(z).numpy(), rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_batchnorm_relu_keeps_nan_visible_in_graphs(training):
+    """A NaN entering BatchNorm → ReLU comes out as NaN in a tf.function too (grappler's
+    fused oneDNN batchnorm+ReLU would turn it into 0 and hide a diverged run)."""
+    import tensorflow as tf
+
+    bn = networks.BatchNormalization()
+    relu = keras.layers.ReLU()
+    # (oneDNN fuses only for enough channels: 8 does, 2 does not)
+    x = np.random.default_rng(0).normal(size=(16, 4, 4, 8)).astype(np.float32)
+    x[0, 0, 0, 0] = np.nan
+    bn.build(x.shape)
+    step = tf.function(lambda x: relu(bn(x, training=training)))
+    out = step(tf.constant(x)).numpy()
+    assert np.isnan(out[0, 0, 0, 0])
+    assert np.isnan(out[..., 0]).all() == training  # NaN statistics: the whole channel
+    assert np.isfinite(out[..., 1]).all()
+
+
+@pytest.mark.parametrize("policy", ["float32", "mixed_float16"])
+def test_matmul_transposed_conv_matches_keras(policy):
+    """networks.Conv2DTranspose on a 1×1 input (a matmul) computes what Keras' layer does,
+    outputs and gradients; other inputs take Keras' path."""
+    import tensorflow as tf
+
+    keras.mixed_precision.set_global_policy(policy)
+    fast = networks.Conv2DTranspose(6, 4, padding="valid", activation="relu")
+    plain = keras.layers.Conv2DTranspose(6, 4, padding="valid", activation="relu")
+    x = tf.constant(np.random.default_rng(2).normal(size=(3, 1, 1, 5)), tf.float32)
+    for layer in (fast, plain):
+        layer.build(x.shape)
+    fast.set_weights([np.random.default_rng(3).normal(size=(4, 4, 6, 5)), np.linspace(-1, 1, 6)])
+    plain.set_weights(fast.get_weights())
+    assert fast._is_matmul(x)
+    results = []
+    for layer in (fast, plain):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = layer(x)
+            loss = tf.reduce_sum(tf.cast(y, tf.float32) * tf.range(96.0)[: y.shape[-1]])
+        results.append([y, *tape.gradient(loss, [x, layer.kernel, layer.bias])])
+    assert results[0][0].shape == (3, 4, 4, 6) and results[0][0].dtype == results[1][0].dtype
+    tol = 1e-5 if policy == "float32" else 1e-2
+    for got, want in zip(*results, strict=True):
+        np.testing.assert_allclose(np.asarray(tf.cast(got, tf.float32)), np.asarray(tf.cast(want, tf.float32)),
+                                   rtol=tol, atol=tol)
+    assert not fast._is_matmul(tf.zeros((1, 2, 2, 5)))
+
+
+def test_mnist_decoder_first_deconv_takes_the_matmul_path():
+    dec = networks.build_decoder((32, 32, 1), 4)
+    first = dec.get_layer("deconv0")
+    assert isinstance(first, networks.Conv2DTranspose)
+    assert first._is_matmul(dec.get_layer("reshape").output)
+    assert not dec.get_layer("deconv1")._is_matmul(dec.get_layer("relu0").output)
