@@ -70,12 +70,13 @@ def test_mirrored_on_two_cpus_matches_single_device_training(kind, tmp_path):
     single = np.concatenate([saved[f"arr_{i}"].ravel() for i in range(n)])
     multi = np.concatenate([saved[f"multi_{i}"].ravel() for i in range(n)])
     # Both runs moved the weights the same way: their difference is round-off (batch
-    # 8 vs 16 kernels, synchronized vs local BatchNorm moments) amplified by six SGD
-    # steps, measured at 1e-7 to 7e-3 of the distance moved. A wrong replica scaling,
-    # unsynchronized BatchNorm or per-replica noise gives a ratio near 1.
+    # 8 vs 16 kernels; synchronized BatchNorm computed by Keras' ops vs the fused kernel
+    # of single-device training) amplified by six SGD steps, measured at 1e-7 to 4e-2 of
+    # the distance moved. A wrong replica scaling gives 1.8 to 19 (measured), as do
+    # unsynchronized BatchNorm or per-replica noise.
     moved = np.linalg.norm(single - saved["init"])
     assert moved > 0.1
-    assert np.linalg.norm(multi - single) / moved < 2e-2
+    assert np.linalg.norm(multi - single) / moved < 0.2
     np.testing.assert_allclose(saved["loss1"], saved["loss2"], rtol=1e-4)
 
 

@@ -145,7 +145,9 @@ def wait_until(proc, predicate, what: str, timeout: float = 180):
 
 
 def wait_for_fault(proc) -> str:
-    wait_until(proc, proc.marker.exists, "the fault point")
+    # The harness creates the marker, then writes the description: wait for both.
+    wait_until(proc, lambda: proc.marker.exists() and proc.marker.stat().st_size > 0,
+               "the fault point")
     return proc.marker.read_text()
 
 
