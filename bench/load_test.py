@@ -36,6 +36,8 @@ from pathlib import Path
 
 import requests
 
+from evae_tf.cli import positive
+
 ROOT = Path(__file__).resolve().parents[1]
 MAX_GROWTH_PCT = 10.0
 MODEL_NAME = "evae"
@@ -237,34 +239,20 @@ def report(figures: dict) -> str:
     ])
 
 
-def _positive(kind):
-    def parse(text: str):
-        try:
-            value = kind(text)
-        except ValueError:
-            value = None
-        if value is None or not math.isfinite(value) or value <= 0:
-            raise argparse.ArgumentTypeError(
-                f"expected a positive {kind.__name__}, received {text!r}")
-        return value
-
-    return parse
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m bench.load_test", description=__doc__.splitlines()[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--duration", type=_positive(float), default=60.0, help="measured seconds")
-    p.add_argument("--warmup", type=_positive(float), default=10.0,
+    p.add_argument("--duration", type=positive(float), default=60.0, help="measured seconds")
+    p.add_argument("--warmup", type=positive(float), default=10.0,
                    help="seconds of load before measuring (RSS 'start' is taken after it)")
-    p.add_argument("--concurrency", type=_positive(int), default=8, help="client threads")
-    p.add_argument("--num", type=_positive(int), default=16, help="num_samples per request")
+    p.add_argument("--concurrency", type=positive(int), default=8, help="client threads")
+    p.add_argument("--num", type=positive(int), default=16, help="num_samples per request")
     p.add_argument("--model-dir", default=None,
                    help="a TF Serving base path with a sample signature (default: export a fresh "
                         "EVAE decoder)")
-    p.add_argument("--server-threads", type=_positive(int), default=None,
+    p.add_argument("--server-threads", type=positive(int), default=None,
                    help="--rest_api_num_threads of the server (default: its own)")
-    p.add_argument("--timeout", type=_positive(float), default=60.0, help="seconds per request")
+    p.add_argument("--timeout", type=positive(float), default=60.0, help="seconds per request")
     p.add_argument("--out", default=str(ROOT / "runs" / "load_test.json"), help="JSON results")
     return p
 

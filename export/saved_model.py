@@ -52,6 +52,8 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
+from evae_tf.cli import positive
+
 MAX_SAMPLES = 1024
 METADATA_DIR = "assets.extra"
 METADATA_FILE = "evae_model.json"
@@ -460,16 +462,6 @@ def export_run(
 # --- command line --------------------------------------------------------------------------
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, received {text!r}")
-    return value
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m export.saved_model",
@@ -479,7 +471,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workdir", required=True, help="run directory written by trainers.fit")
     p.add_argument("--model-base-path", required=True,
                    help="the model's TF Serving base path; versions are written under it")
-    p.add_argument("--version", type=_positive_int, default=None,
+    p.add_argument("--version", type=positive(int, "integer"), default=None,
                    help="version number (default: highest existing + 1)")
     p.add_argument("--weights", choices=WEIGHTS, default="final",
                    help="final: <workdir>/model.keras; best/last: checkpoints/<name>.weights.h5")

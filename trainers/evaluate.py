@@ -16,7 +16,8 @@ import logging
 import os
 import sys
 
-from trainers.fit import EXIT_FAILURE, EXIT_INTERRUPTED, _positive, _readable_dir
+from evae_tf.cli import positive, readable_dir
+from trainers.fit import EXIT_FAILURE, EXIT_INTERRUPTED
 
 FID_CHOICES = ("inception2015", "keras_inception", "domain", "none")
 
@@ -37,7 +38,7 @@ def add_fid_arguments(p: argparse.ArgumentParser) -> None:
                    help="weights of the FID network: classify_image_graph_def.pb, "
                         "inception-2015-12-05.tgz or a SavedModel directory for inception2015; "
                         "an .h5 file for keras_inception (also EVAE_FID_WEIGHTS for inception2015)")
-    p.add_argument("--num-images", type=_positive(int), default=None,
+    p.add_argument("--num-images", type=positive(int), default=None,
                    help="hold-out images to use (default: all; FID wants at least 10,000)")
     p.add_argument("--cache-dir", default=None,
                    help="cache of FID weights and domain classifiers "
@@ -50,11 +51,11 @@ def build_parser() -> argparse.ArgumentParser:
         description="Evaluate a trained EVAE/VAE run on the hold-out split (loss, sharpness, FID).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("--workdir", required=True, type=_readable_dir, help="the run directory")
+    p.add_argument("--workdir", required=True, type=readable_dir, help="the run directory")
     add_fid_arguments(p)
-    p.add_argument("--batch-size", type=_positive(int), default=None,
+    p.add_argument("--batch-size", type=positive(int), default=None,
                    help="images per batch (default: the run's batch size)")
-    p.add_argument("--data-dir", type=_readable_dir, default=None,
+    p.add_argument("--data-dir", type=readable_dir, default=None,
                    help="directory with the dataset (default: the run's, then the usual search)")
     p.add_argument("--seed", type=int, default=None, help="seed of the prior samples (default: the run's)")
     return p

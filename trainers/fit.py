@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import argparse
 import logging
-import math
 import os
 import signal
 import sys
 
+from evae_tf.cli import positive, readable_dir
 from evae_tf.config import (
     DEFAULT_STEP,
     PRECISIONS,
@@ -31,20 +31,6 @@ EXIT_FAILURE = 1
 EXIT_INTERRUPTED = 130
 
 
-def _positive(kind):
-    def parse(text: str):
-        try:
-            value = kind(text)
-        except ValueError:
-            value = None
-        if value is None or not math.isfinite(value) or value <= 0:
-            raise argparse.ArgumentTypeError(f"expected a positive {kind.__name__}, received {text!r}")
-        return value
-
-    parse.__name__ = kind.__name__
-    return parse
-
-
 def _support(text: str):
     try:
         return parse_support(text)
@@ -58,14 +44,6 @@ def _workdir(text: str) -> str:
     return text
 
 
-def _readable_dir(text: str) -> str:
-    if not os.path.isdir(text):
-        raise argparse.ArgumentTypeError(f"{text!r} is not a directory")
-    if not os.access(text, os.R_OK | os.X_OK):
-        raise argparse.ArgumentTypeError(f"{text!r} is not readable")
-    return text
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m trainers.fit",
@@ -74,33 +52,33 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--dataset", required=True, choices=DATASETS, help="dataset to train on")
     p.add_argument("--model", default="evae", choices=("evae", "vae"), help="model kind")
-    p.add_argument("--latent-dim", type=_positive(int), default=64, help="latent dimension d_z")
+    p.add_argument("--latent-dim", type=positive(int), default=64, help="latent dimension d_z")
     p.add_argument("--support", type=_support, default="learned",
                    help="EVAE prior support B: 'learned' (an encoder head) or a positive float (fixed)")
-    p.add_argument("--epochs", type=_positive(int), default=50, help="number of epochs")
-    p.add_argument("--batch-size", type=_positive(int), default=100, help="global batch size")
-    p.add_argument("--learning-rate", type=_positive(float), default=1e-4, help="Adam learning rate")
-    p.add_argument("--steps-per-epoch", type=_positive(int), default=None,
+    p.add_argument("--epochs", type=positive(int), default=50, help="number of epochs")
+    p.add_argument("--batch-size", type=positive(int), default=100, help="global batch size")
+    p.add_argument("--learning-rate", type=positive(float), default=1e-4, help="Adam learning rate")
+    p.add_argument("--steps-per-epoch", type=positive(int), default=None,
                    help="training steps per epoch (default: the whole training split)")
-    p.add_argument("--validation-steps", type=_positive(int), default=None,
+    p.add_argument("--validation-steps", type=positive(int), default=None,
                    help="hold-out batches per validation (default: the whole hold-out split)")
     p.add_argument("--precision", choices=PRECISIONS, default="auto",
                    help="dtype policy; auto = mixed_float16 on a GPU, float32 on CPU")
     p.add_argument("--strategy", choices=STRATEGIES, default="auto",
                    help="tf.distribute strategy; auto = mirrored over several GPUs, else default; "
                         "multi_worker reads TF_CONFIG")
-    p.add_argument("--cpu-replicas", type=_positive(int), default=1,
+    p.add_argument("--cpu-replicas", type=positive(int), default=1,
                    help="split the CPU into this many logical devices (to run --strategy mirrored on CPU)")
     p.add_argument("--seed", type=int, default=0, help="seed for data order, initialisation and sampling")
-    p.add_argument("--data-dir", type=_readable_dir, default=None,
+    p.add_argument("--data-dir", type=readable_dir, default=None,
                    help="directory with the dataset (IDX files or a TFDS data_dir); also EVAE_DATA_DIR")
     p.add_argument("--workdir", type=_workdir, default=None,
                    help="run directory (default: runs/<dataset>-<model>-d<latent>-<timestamp>)")
     g = p.add_argument_group("EVAE options (spec §2-§3)")
-    g.add_argument("--step", type=_positive(float), default=DEFAULT_STEP, help="step size b")
-    g.add_argument("--spread-floor", type=_positive(float), default=1e-3, help="floor r_min of the spread r")
-    g.add_argument("--support-floor", type=_positive(float), default=1e-3, help="floor B_min of learned B")
-    g.add_argument("--kernel-n", type=_positive(int), default=None,
+    g.add_argument("--step", type=positive(float), default=DEFAULT_STEP, help="step size b")
+    g.add_argument("--spread-floor", type=positive(float), default=1e-3, help="floor r_min of the spread r")
+    g.add_argument("--support-floor", type=positive(float), default=1e-3, help="floor B_min of learned B")
+    g.add_argument("--kernel-n", type=positive(int), default=None,
                    help="n in the penalty 3B/(5nr) (default: the batch size)")
     p.add_argument("--verbose", type=int, choices=(0, 1, 2), default=1,
                    help="0 silent, 1 progress bar, 2 one line per epoch")

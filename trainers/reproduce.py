@@ -18,10 +18,11 @@ import shlex
 import signal
 import sys
 
+from evae_tf.cli import positive, readable_dir
 from evae_tf.config import MODEL_KINDS
 from evae_tf.data import DATASETS
 from trainers.evaluate import add_fid_arguments
-from trainers.fit import EXIT_FAILURE, EXIT_INTERRUPTED, _interrupt, _positive, _readable_dir
+from trainers.fit import EXIT_FAILURE, EXIT_INTERRUPTED, _interrupt
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -31,18 +32,18 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--dataset", required=True, choices=DATASETS, help="dataset")
-    p.add_argument("--latent-dims", type=_positive(int), nargs="+", default=[8, 16, 32, 64],
+    p.add_argument("--latent-dims", type=positive(int), nargs="+", default=[8, 16, 32, 64],
                    help="latent dimensions d_z")
     p.add_argument("--models", choices=MODEL_KINDS, nargs="+", default=["evae", "vae"], help="model kinds")
-    p.add_argument("--epochs", type=_positive(int), default=50, help="epochs per cell")
-    p.add_argument("--seeds", type=_positive(int), default=1,
+    p.add_argument("--epochs", type=positive(int), default=50, help="epochs per cell")
+    p.add_argument("--seeds", type=positive(int), default=1,
                    help="number of seeds per cell (seeds 0..N-1; the report shows mean ± sd)")
-    p.add_argument("--steps-per-epoch", type=_positive(int), default=None,
+    p.add_argument("--steps-per-epoch", type=positive(int), default=None,
                    help="training steps per epoch (default: the whole training split)")
-    p.add_argument("--batch-size", type=_positive(int), default=100, help="batch size")
-    p.add_argument("--learning-rate", type=_positive(float), default=1e-4, help="Adam learning rate")
+    p.add_argument("--batch-size", type=positive(int), default=100, help="batch size")
+    p.add_argument("--learning-rate", type=positive(float), default=1e-4, help="Adam learning rate")
     add_fid_arguments(p)
-    p.add_argument("--data-dir", type=_readable_dir, default=None,
+    p.add_argument("--data-dir", type=readable_dir, default=None,
                    help="directory with the dataset (IDX files or a TFDS data_dir); also EVAE_DATA_DIR")
     p.add_argument("--out", default=None, help="report directory (default: reports/<dataset>)")
     p.add_argument("--verbose", type=int, choices=(0, 1, 2), default=2,
