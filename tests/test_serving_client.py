@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from serving_fixtures import EVAE, TF_SERVING_URL, VAE, fixture_models_dir
+from serving_fixtures import EVAE, VAE
 from werkzeug.serving import make_server
 from werkzeug.wrappers import Response
 
@@ -29,20 +29,8 @@ from serving.client import (
     make_grid,
     write_atomic,
 )
-from serving.model_config import parse_model_config_file
-from serving.server import ModelServer
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module", params=["tf_serving" if TF_SERVING_URL else "local"])
-def base_url(request):
-    if request.param == "tf_serving":
-        yield TF_SERVING_URL.rstrip("/")
-        return
-    configs = parse_model_config_file(fixture_models_dir() / "models.config")
-    with ModelServer(configs, port=0, poll_wait_seconds=0) as server:
-        yield server.url
 
 
 @pytest.fixture

@@ -57,16 +57,6 @@ local_only = pytest.mark.skipif(
 Z = [[0.5, -1.0, 0.25, 2.0], [0.0, 0.1, -0.3, 1.5]]
 
 
-@pytest.fixture(scope="module", params=["tf_serving" if TF_SERVING_URL else "local"])
-def base_url(request):
-    if request.param == "tf_serving":
-        yield TF_SERVING_URL.rstrip("/")
-        return
-    configs = parse_model_config_file(fixture_models_dir() / "models.config")
-    with ModelServer(configs, port=0, poll_wait_seconds=0) as server:
-        yield server.url
-
-
 def get(base_url: str, path: str) -> requests.Response:
     return requests.get(base_url + path, timeout=30)
 
