@@ -10,9 +10,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
-import tempfile
 from typing import Any
+
+from evae_tf.files import write_json_atomic  # noqa: F401  (re-exported for callers)
 
 DEFAULT_STEP = 100.0 ** (-2.0 / 9.0)  # b(100) ≈ 0.359381, the paper's step size.
 
@@ -164,23 +164,3 @@ def _known_fields(cls, d: dict[str, Any]) -> dict[str, Any]:
     if unknown:
         raise ValueError(f"Unknown {cls.__name__} field(s) {unknown}; allowed: {sorted(names)}.")
     return dict(d)
-
-
-def write_json_atomic(path: str, obj: Any) -> None:
-    """Writes ``obj`` as JSON to ``path`` via a temporary file and a rename."""
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=directory)
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.fchmod(fd, 0o666 & ~umask)  # mkstemp creates 0600; a report should be readable
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=2, sort_keys=True)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise

@@ -21,6 +21,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from evae_tf.files import write_bytes_atomic
+
 BACKGROUND = (255, 255, 255)
 INK = (0, 0, 0)
 GRID = (225, 225, 225)
@@ -189,15 +191,7 @@ def save_png(image: Image.Image | np.ndarray, path: str | os.PathLike[str]) -> P
         image = Image.fromarray(image)
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
-    try:
-        tmp.write_bytes(buffer.getvalue())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
+    return write_bytes_atomic(path, buffer.getvalue())
 
 
 def color_for(model: str, index: int = 0) -> tuple[int, int, int]:

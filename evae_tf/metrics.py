@@ -41,7 +41,7 @@ import tensorflow as tf
 from scipy import linalg
 
 from evae_tf import data, labels
-from evae_tf.config import write_json_atomic
+from evae_tf.files import replace_atomic, write_json_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -625,14 +625,7 @@ def domain_classifier(dataset: str, *, data_dir: str | os.PathLike[str] | None =
         "holdout_accuracy": float(accuracy), "feature_layer": DOMAIN_FEATURES,
         "feature_dim": int(model.get_layer(DOMAIN_FEATURES).units),
     }
-    directory.mkdir(parents=True, exist_ok=True)
-    tmp = directory / f".tmp-{os.getpid()}-{dataset}.keras"
-    try:
-        model.save(tmp)
-        os.replace(tmp, model_path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    replace_atomic(model_path, model.save)
     write_json_atomic(str(info_path), info)
     return model, info
 

@@ -40,6 +40,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from evae_tf import data as data_lib
 from evae_tf import evaluation, figures, metrics, training
 from evae_tf.config import MODEL_KINDS, ModelConfig, TrainConfig, write_json_atomic
+from evae_tf.files import write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -279,16 +280,6 @@ def reproduce(
 # --------------------------------------------------------------------------- the report
 
 
-def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 def _get(metrics_: dict | None, *keys):
     value: Any = metrics_
     for key in keys:
@@ -426,14 +417,14 @@ def write_report(out: Path, dataset: str, results: list[CellResult], *, epochs: 
     """Writes ``results.csv``, ``validation_curves.csv``, the figures and ``report.md``."""
     out = Path(out)
     (out / "figures").mkdir(parents=True, exist_ok=True)
-    _write_text(out / "results.csv", _csv_text([_csv_row(r) for r in results], CSV_COLUMNS))
+    write_text_atomic(out / "results.csv", _csv_text([_csv_row(r) for r in results], CSV_COLUMNS))
 
     curve_rows = []
     for r in results:
         for epoch, value in zip(*validation_curve(r.workdir), strict=True):
             curve_rows.append({"model": r.cell.model, "latent_dim": r.cell.latent_dim,
                                "seed": r.cell.seed, "epoch": epoch, "reconstruction": value})
-    _write_text(out / "validation_curves.csv",
+    write_text_atomic(out / "validation_curves.csv",
                 _csv_text(curve_rows, ("model", "latent_dim", "seed", "epoch", "reconstruction")))
     figure_paths = _figures(out, dataset, results, data_dir)
 
@@ -568,5 +559,5 @@ def write_report(out: Path, dataset: str, results: list[CellResult], *, epochs: 
             lines += [f"![{name}]({path})", "", captions[name], ""]
     lines += ["", "Per-cell numbers: `results.csv`; each cell's `metrics.json` is in its run directory.", ""]
     report = out / "report.md"
-    _write_text(report, "\n".join(lines))
+    write_text_atomic(report, "\n".join(lines))
     return report

@@ -34,7 +34,8 @@ import tensorflow as tf
 
 from evae_tf import data as data_lib
 from evae_tf import metrics, models
-from evae_tf.config import TrainConfig, write_json_atomic
+from evae_tf.config import TrainConfig
+from evae_tf.files import replace_atomic, write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -145,31 +146,14 @@ def prepare_workdir(config: TrainConfig) -> Path:
 # --- checkpoints -----------------------------------------------------------------------------
 
 
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _replace_atomic(write, path: Path) -> None:
-    """Calls ``write(tmp_path)``, flushes it to disk, then renames it onto ``path``.
-
-    A failing write (a full disk, an I/O error) becomes a one-line ``TrainingError``
-    and leaves ``path`` as it was.
-    """
-    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
+    """:func:`evae_tf.files.replace_atomic`, with a failing write (a full disk, an I/O
+    error) reported as a one-line ``TrainingError``; ``path`` is left as it was."""
     try:
-        write(tmp)
-        _fsync(tmp)
-        os.replace(tmp, path)
+        replace_atomic(path, write)
     except Exception as e:  # h5py and Keras raise several types for the same I/O failures
         reason = getattr(e, "strerror", None) or " ".join(str(e).split())
         raise TrainingError(f"Could not write {path}: {reason}.") from None
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def save_model_atomic(model: keras.Model, path: Path) -> None:

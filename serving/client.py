@@ -30,7 +30,6 @@ import math
 import os
 import socket
 import sys
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -39,6 +38,7 @@ from urllib.parse import quote
 import numpy as np
 import requests
 
+from evae_tf.files import write_bytes_atomic
 from serving import rest
 
 logger = logging.getLogger(__name__)
@@ -291,16 +291,7 @@ def encode_png(image: np.ndarray) -> bytes:
 
 def write_atomic(path: str | os.PathLike, data: bytes) -> None:
     """Write ``data`` to a temporary file beside ``path``, then rename it over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as file:
-            file.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_bytes_atomic(path, data)
 
 
 # --------------------------------------------------------------------------------------
