@@ -28,6 +28,7 @@ import base64
 import binascii
 import dataclasses
 import decimal
+import functools
 import json
 import math
 from collections.abc import Callable, Mapping
@@ -709,22 +710,59 @@ def parse_predict_request(
 # --------------------------------------------------------------------------------------
 
 
+def _printf_all(values: list[float], spec: str) -> list[str]:
+    """``spec % v`` for every value, in one C-level formatting call."""
+    return ((",".join([spec] * len(values))) % tuple(values)).split(",")
+
+
 def _float_tokens(flat: np.ndarray, double: bool) -> list[str]:
-    """``format_float32`` / ``format_float64`` for every element, mostly vectorised."""
-    values = flat.astype(np.float64).tolist()
-    tokens = [f"{v:g}" for v in values]
-    precise = flat.astype(np.float64 if double else np.float32)
-    with np.errstate(invalid="ignore"):
-        redo = np.flatnonzero(np.array(tokens, dtype=precise.dtype) != precise)
-    fallback = ".17g" if double else ".9g"
-    for i in redo.tolist():  # NaN never equals itself: handled here too
-        tokens[i] = "NaN" if math.isnan(values[i]) else format(values[i], fallback)
-    for i, token in enumerate(tokens):
-        if "." in token or "e" in token or token == "NaN":
-            continue
-        if token.endswith("inf"):
-            tokens[i] = "-Infinity" if token[0] == "-" else "Infinity"
-        else:
+    """``format_float32`` / ``format_float64`` for every element, vectorised.
+
+    The same tokens as the per-value functions: ``%g`` where it round-trips, else
+    ``%.9g`` (float) / ``%.17g`` (double); ``.0`` after integral values; ``NaN`` and
+    ``[-]Infinity`` for non-finite ones. Formatting and the round-trip parse each run as
+    one C-level call over the whole tensor instead of a Python call per element.
+    """
+    with np.errstate(invalid="ignore"):  # signalling NaNs
+        precise = flat.astype(np.float64 if double else np.float32)
+        values = precise.astype(np.float64)
+    finite = np.isfinite(values)
+    if not finite.all():
+        tokens = ["NaN"] * values.size
+        for i in np.flatnonzero(~finite).tolist():
+            if not math.isnan(values[i]):
+                tokens[i] = "-Infinity" if values[i] < 0 else "Infinity"
+        index = np.flatnonzero(finite)
+        for i, token in zip(index.tolist(), _float_tokens(flat[index], double)):
+            tokens[i] = token
+        return tokens
+    as_list = values.tolist()
+    # Most values of a network's output need the long form, so write that for all and
+    # try ``%g`` only where it may round-trip: where the value rounded to 6 significant
+    # digits (in float64, so approximately) lies within 0.75 ulp of it. A value whose
+    # exact 6-digit rounding round-trips is within 0.5 ulp, so none is missed; each
+    # candidate is then checked exactly (printed with ``%g`` and parsed back).
+    tokens = _printf_all(as_list, "%.17g" if double else "%.9g")
+    magnitude = np.abs(values)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        exponent = np.floor(np.log10(np.where(magnitude > 0, magnitude, 1.0)))
+        scale = 10.0 ** (5.0 - exponent)
+        rounded = np.round(values * scale) / scale
+        ulp = np.abs(np.spacing(precise)).astype(np.float64)
+        near = np.abs(rounded - values) <= 0.75 * ulp
+    candidates = np.flatnonzero(near | ~np.isfinite(rounded))
+    if candidates.size:
+        short = _printf_all([as_list[i] for i in candidates.tolist()], "%g")
+        parsed = np.fromstring(",".join(short), dtype=precise.dtype, sep=",")
+        if parsed.size != candidates.size:  # cannot happen for printf output
+            raise RuntimeError(f"float formatting parsed {parsed.size} of {candidates.size}")
+        for k in np.flatnonzero(parsed == precise[candidates]).tolist():
+            tokens[int(candidates[k])] = short[k]
+    # ``%g`` writes integral values without a point ("3"); TF Serving adds ".0" unless
+    # the token has an exponent ("1e+06").
+    for i in np.flatnonzero(values == np.trunc(values)).tolist():
+        token = tokens[i]
+        if "." not in token and "e" not in token:
             tokens[i] = token + ".0"
     return tokens
 
@@ -758,11 +796,37 @@ def _numpy_dtype_string(dtype: np.dtype) -> str:
     return str(dtype)
 
 
-def _nest(tokens: list[str], shape: tuple[int, ...]) -> list[str]:
-    """Group flat tokens into JSON arrays along ``shape`` (outermost dim not grouped)."""
+_TEMPLATE_CACHE_ELEMENTS = 1 << 20
+
+
+@functools.lru_cache(maxsize=32)
+def _cached_template(shape: tuple[int, ...]) -> str:
+    return _build_template(shape)
+
+
+def _build_template(shape: tuple[int, ...]) -> str:
+    """A ``%s`` per element, grouped into JSON arrays along ``shape``."""
+    parts = ["%s"]
     for size in reversed(shape):
-        tokens = ["[" + ",".join(tokens[i : i + size]) + "]" for i in range(0, len(tokens), size)]
-    return tokens
+        parts = ["[" + ",".join(parts * size) + "]"]
+    return parts[0]
+
+
+def _template(shape: tuple[int, ...]) -> str:
+    if math.prod(shape) <= _TEMPLATE_CACHE_ELEMENTS:
+        return _cached_template(shape)
+    return _build_template(shape)
+
+
+def _nest(tokens: list[str], shape: tuple[int, ...]) -> list[str]:
+    """Consecutive runs of ``prod(shape)`` tokens, each as nested JSON arrays of ``shape``."""
+    if not shape:
+        return tokens
+    template = _template(shape)
+    step = math.prod(shape)
+    if step == 1:
+        return [template % (token,) for token in tokens]
+    return [template % tuple(tokens[i : i + step]) for i in range(0, len(tokens), step)]
 
 
 def tensor_to_json(array: np.ndarray, name: str = "") -> str:

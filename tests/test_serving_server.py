@@ -488,6 +488,47 @@ def test_tensor_to_json_shapes_and_types():
     assert rest.tensor_to_json(np.array([b"hi"], object), "text") == '["hi"]'
 
 
+def _edge_floats(rng: np.random.Generator, dtype) -> np.ndarray:
+    """Values where ``%g`` may or may not round-trip, of every magnitude and sign."""
+    info = np.finfo(dtype)
+    uint = np.uint32 if dtype == np.float32 else np.uint64
+    bits = rng.integers(0, np.iinfo(uint).max, 60_000, dtype=uint).view(dtype)  # any pattern
+    short = np.round(rng.standard_normal(20_000) * 1e5) / 10.0 ** rng.integers(0, 12, 20_000)
+    integral = rng.integers(-(2**40), 2**40, 10_000).astype(np.float64)
+    special = [0.0, -0.0, 1.0, 0.5, 1e6, 999999.9, 1e-5, 1e-4, 99999.95, info.max, info.tiny,
+               info.smallest_subnormal, -info.smallest_subnormal, math.nan, math.inf, -math.inf]
+    with np.errstate(over="ignore", invalid="ignore"):
+        return np.concatenate([bits, rng.random(20_000).astype(dtype), short.astype(dtype),
+                               integral.astype(dtype), np.array(special, dtype)])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_vectorised_float_tokens_equal_the_per_value_format(dtype):
+    """The vectorised formatter pre-screens with float64 arithmetic; it must still give
+    TF Serving's exact token (``%g`` if it round-trips, else 9/17 digits) for every value."""
+    values = _edge_floats(np.random.default_rng(7), dtype)
+    one = rest.format_float32 if dtype == np.float32 else rest.format_float64
+    expected = [one(v) for v in values.tolist()]
+    got = rest._float_tokens(values, double=dtype == np.float64)
+    mismatches = [(v, g, e) for v, g, e in zip(values.tolist(), got, expected) if g != e]
+    assert not mismatches, mismatches[:5]
+    # and both kinds of token occur, so the test covers both branches
+    assert any(len(t.lstrip("-").replace(".", "")) > 8 for t in got)
+    assert "0.5" in got and "1e+06" in got and "NaN" in got and "-Infinity" in got
+
+
+@pytest.mark.parametrize("shape", [(3,), (2, 3), (4, 1, 2, 1), (1, 1), (2, 3, 4, 5)])
+def test_nested_json_matches_json_dumps_of_the_tensor(shape):
+    values = np.arange(math.prod(shape), dtype=np.int64).reshape(shape) - 3
+    assert json.loads(rest.tensor_to_json(values)) == values.tolist()
+    assert rest.tensor_to_json(values) == json.dumps(values.tolist()).replace(" ", "")
+    floats = (values / 4).astype(np.float32)
+    row = json.loads(rest.format_predict_response({"x": floats, "n": values}, rest.ROW))
+    assert [p["x"] for p in row["predictions"]] == floats.tolist()
+    assert [p["n"] for p in row["predictions"]] == values.tolist()
+    assert json.loads(rest.format_predict_response({"x": floats}, rest.ROW))["predictions"] == floats.tolist()
+
+
 def test_json_to_tensor_dtypes():
     assert rest.json_to_tensor([[1, 2]], "DT_UINT8").dtype == np.uint8
     strings = rest.json_to_tensor(["a", {"b64": "AP8="}], "DT_STRING")
