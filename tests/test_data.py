@@ -114,6 +114,20 @@ def test_idx_dir_is_found_and_loaded(mnist_dir):
     assert data.num_examples("fashion_mnist", "train", directory) == 50
 
 
+@pytest.mark.parametrize("shuffle", [True, False])
+def test_pipelines_run_without_tf_data_autotuning(mnist_dir, shuffle):
+    """Autotuning makes each epoch's iterator teardown wait seconds (see pipeline_options)."""
+    directory, _ = mnist_dir
+    ds = data.load("fashion_mnist", "train", batch_size=16, data_dir=directory, shuffle=shuffle,
+                   seed=1)
+    assert ds.options().autotune.enabled is False
+    # an option set later (as training does for sharding) keeps it off
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    assert ds.with_options(options).options().autotune.enabled is False
+    assert collect(ds).shape == (50, 32, 32, 1)
+
+
 def test_idx_holdout_is_the_test_split(mnist_dir):
     directory, images = mnist_dir
     got = data.load_arrays("mnist", "holdout", data_dir=directory)
