@@ -202,6 +202,48 @@ def _matmul_block(n: int = 2048, calls: int = 5) -> Callable[[], float]:
     return block
 
 
+def _gemm_blocks(products: list[dict[str, Any]], calls: int) -> tuple[Callable[[], float], Callable[[], list[float]]]:
+    """Timers for a training step's matrix products as plain float32 ``tf.matmul``.
+
+    Returns ``(all_block, each)``: ``all_block()`` is the seconds per call of one
+    ``tf.function`` running every product (independent, so the executor may overlap two,
+    as it does in the real step); ``each()`` the seconds of every product alone.
+    """
+    import tensorflow as tf
+
+    operands = [(tf.random.stateless_normal(p["a"], seed=[i, 1]),
+                 tf.random.stateless_normal(p["b"], seed=[i, 2])) for i, p in enumerate(products)]
+
+    def corner(a, b):
+        return tf.reduce_sum(tf.matmul(a, b)[:1, :1])
+
+    every = tf.function(lambda ops: tf.add_n([corner(a, b) for a, b in ops]))
+    one = tf.function(corner)
+    float(every(operands))
+
+    def all_block() -> float:
+        start = time.perf_counter()
+        out = None
+        for _ in range(calls):
+            out = every(operands)
+        float(out)
+        return (time.perf_counter() - start) / calls
+
+    def each() -> list[float]:
+        times = []
+        for a, b in operands:
+            float(one(a, b))
+            runs = []
+            for _ in range(max(3, calls)):
+                start = time.perf_counter()
+                float(one(a, b))
+                runs.append(time.perf_counter() - start)
+            times.append(float(np.median(runs)))
+        return times
+
+    return all_block, each
+
+
 def fig_flops(ctx: Context) -> dict[str, Any]:
     """FLOPs of a training step, the achieved GFLOP/s and the in-run matmul peak."""
     import tensorflow as tf
@@ -223,12 +265,22 @@ def fig_flops(ctx: Context) -> dict[str, Any]:
     n = 2048
     matmul_flops = 2 * n**3
     steps = ctx.steps(10, 3)
+    products = flops_lib.train_step_gemms(model, BATCH)
+    gemm_all, gemm_each = _gemm_blocks(products, 2 if ctx.quick else 5)
     times = interleave({"matmul": _matmul_block(n, 2 if ctx.quick else 5),
-                        "train_step": lambda: stepper.run(steps)}, ctx.repeats)
+                        "train_step": lambda: stepper.run(steps),
+                        "gemms_only": gemm_all}, ctx.repeats)
     peak = inverted(summary(times["matmul"]), matmul_flops / 1e9)
     achieved = inverted(summary(times["train_step"]), step_flops / 1e9)
     fraction = summary([(step_flops / t) / (matmul_flops / m)
                         for t, m in zip(times["train_step"], times["matmul"], strict=True)])
+    gemm_fraction = summary([(step_flops / g) / (matmul_flops / m)
+                             for g, m in zip(times["gemms_only"], times["matmul"], strict=True)])
+    peak_flops_per_s = matmul_flops / float(np.median(times["matmul"]))
+    each = gemm_each()
+    by_product = [{"layer": p["layer"], "product": p["product"], "a": list(p["a"]), "b": list(p["b"]),
+                   "ms": t * 1000.0, "fraction_of_peak": p["flops"] / t / peak_flops_per_s}
+                  for p, t in zip(products, each, strict=True)]
     return {
         "analytic": {k: v for k, v in counted.items()},
         "profiler": profiled,
@@ -236,6 +288,18 @@ def fig_flops(ctx: Context) -> dict[str, Any]:
         "train_step_ms": _ms(summary(times["train_step"])),
         "train_gflops": achieved,
         "fraction_of_matmul_peak": fraction,
+        "gemm_bound": {
+            "products": len(products),
+            "step_ms": _ms(summary(times["gemms_only"])),
+            "fraction_of_matmul_peak": gemm_fraction,
+            "train_step_over_gemms": paired_ratio(times["train_step"], times["gemms_only"]),
+            "sum_of_products_alone_ms": float(sum(each)) * 1000.0,
+            "by_product": by_product,
+            "method": "every matrix product of the step (forward, weight and input gradients, "
+                      "im2col shapes from bench.flops.train_step_gemms) as a plain float32 "
+                      "tf.matmul in one tf.function, no im2col/col2im and no elementwise ops: "
+                      "the step a perfect GEMM-based convolution would take",
+        },
         "method": "analytic FLOPs (exact backward) / step time; matmul n×n float32 interleaved "
                   "with the float32 EVAE step; fraction = per-repeat ratio",
     }
@@ -400,6 +464,52 @@ def fig_pipeline(ctx: Context) -> dict[str, Any]:
     }
 
 
+def fig_teardown(ctx: Context) -> dict[str, Any]:
+    """An epoch boundary's hidden cost: destroying a used training iterator, tf.data autotune
+    on (TF's default) vs off (the library's pipelines, see ``data.pipeline_options``)."""
+    import gc
+
+    import tensorflow as tf
+
+    from evae_tf import training
+
+    _find_data(ctx)
+    config = train_config("evae")
+    train_ds, _ = training._datasets(dataclasses.replace(config, data_dir=None), tf.distribute.get_strategy())
+    batches = ctx.steps(600, 100)  # one epoch of Fashion-MNIST
+    step_s = 0.04  # the training step's time between two batches, emulated by a sleep
+    variants = {}
+    for enabled in (True, False):
+        options = tf.data.Options()
+        options.autotune.enabled = enabled
+        variants["autotune_on" if enabled else "autotune_off"] = train_ds.with_options(options)
+
+    def epoch(ds) -> Callable[[], float]:
+        def block() -> float:
+            iterator = iter(ds)
+            for _ in range(batches):
+                next(iterator)
+                time.sleep(step_s)
+            start = time.perf_counter()
+            del iterator
+            gc.collect()
+            return time.perf_counter() - start
+
+        return block
+
+    repeats = 1 if ctx.quick else 3
+    times = interleave({name: epoch(ds) for name, ds in variants.items()}, repeats)
+    return {
+        "batches_per_epoch": batches, "emulated_step_s": step_s,
+        "teardown_s": {name: summary(t) for name, t in times.items()},
+        "teardown_s_all": times,
+        "library_autotune": bool(train_ds.options().autotune.enabled),
+        "method": "iterate the training pipeline for an epoch (a sleep per batch stands for the "
+                  "step), then time deleting the iterator, as Keras' fit does at every epoch "
+                  "boundary for the training and the validation data",
+    }
+
+
 # --------------------------------------------------------------------------- 5. export and serving
 
 
@@ -477,9 +587,16 @@ def fig_serving(ctx: Context) -> dict[str, Any]:
 
         repeats = max(3, ctx.repeats // 2)
         interleave({"in_process": inproc_block, "rest_c1": rest_block}, repeats)
-        c8_runs = [_post_sample_latencies(server.url, "evae", 8, requests_c8, num)
-                   for _ in range(1 if ctx.quick else 2)]
+        c8_runs = []
+        server_cpu_s = []
+        for _ in range(1 if ctx.quick else 2):
+            cpu0 = time.process_time()  # the server runs in this process, the clients do not
+            c8_runs.append(_post_sample_latencies(server.url, "evae", 8, requests_c8, num))
+            server_cpu_s.append((time.process_time() - cpu0) / c8_runs[-1]["requests"])
     c8_lat = [x for run in c8_runs for x in run["latencies_s"]]
+    client_cpu_s = [r["cpu_s"] / r["requests"] for r in c8_runs]
+    cores = os.cpu_count() or 1
+    cpu_per_request = float(np.median(server_cpu_s)) + float(np.median(client_cpu_s))
 
     # Where the REST time goes: the server's JSON answer (TF Serving's format: every float of
     # `images` and `z` as text, PNGs as base64) and the client's parsing of it.
@@ -508,6 +625,16 @@ def fig_serving(ctx: Context) -> dict[str, Any]:
                     "requests_per_s": summary([r["requests"] / r["wall_s"] for r in c8_runs]),
                     "images_per_s": summary([num * r["requests"] / r["wall_s"] for r in c8_runs]),
                     "requests": len(c8_lat)},
+        "cpu_per_request_c8": {
+            "server_ms": _ms(summary(server_cpu_s)),
+            "client_ms": _ms(summary(client_cpu_s)),
+            "cores": cores,
+            "throughput_bound_requests_per_s": cores / cpu_per_request,
+            "p50_bound_ms": 8 * cpu_per_request / cores * 1000.0,
+            "note": "CPU seconds per request of the server (TF, werkzeug, JSON) and of the load "
+                    "generator (requests, JSON parsing), which share this machine's cores: with "
+                    "8 requests in flight and every core busy, a request waits ~8 x CPU / cores",
+        },
         "rest_over_in_process": paired_ratio(c1_p50, inproc),
         "method": "EVAE decoder exported with export.saved_model.export_decoder; in-process = the "
                   "loaded SavedModel's `sample` signature (16 images, PNG encoding included); "
@@ -894,6 +1021,7 @@ FIGURES: dict[str, Callable[[Context], dict[str, Any]]] = {
     "flops": fig_flops,
     "sampler": fig_sampler,
     "pipeline": fig_pipeline,
+    "teardown": fig_teardown,
     "serving": fig_serving,
     "epoch": fig_epoch,
     "ablations": fig_ablations,

@@ -97,3 +97,51 @@ def profiler_flops(concrete_function) -> dict[str, Any]:
         if value:
             by_type[op.type] += int(value)
     return {"total": int(sum(by_type.values())), "by_op_type": dict(by_type.most_common())}
+
+
+def layer_gemm(layer, batch_size: int) -> tuple[int, int, int] | None:
+    """The ``(M, K, N)`` of the matrix product a layer's forward pass is (im2col view).
+
+    ``Conv2D``: ``M = batch · H_out · W_out`` output pixels, ``K = K_h · K_w · C_in``,
+    ``N = C_out``. ``Conv2DTranspose`` from its input side: ``M = batch · H_in · W_in``,
+    ``K = C_in``, ``N = K_h · K_w · C_out`` (then scattered). ``Dense``: ``M = batch``.
+    ``2 · M · K · N`` equals :func:`layer_flops` times the batch.
+    """
+    if isinstance(layer, keras.layers.Conv2DTranspose):
+        h, w, c_in = _shape(layer.input)
+        kh, kw = layer.kernel_size
+        return batch_size * h * w, c_in, kh * kw * layer.filters
+    if isinstance(layer, keras.layers.Conv2D):
+        c_in = _shape(layer.input)[-1]
+        h, w, c_out = _shape(layer.output)
+        kh, kw = layer.kernel_size
+        return batch_size * h * w, kh * kw * c_in, c_out
+    if isinstance(layer, keras.layers.Dense):
+        return batch_size, math.prod(_shape(layer.input)), layer.units
+    return None
+
+
+def train_step_gemms(model, batch_size: int) -> list[dict[str, Any]]:
+    """Every matrix product of a training step, as plain GEMM shapes.
+
+    Per layer: the forward ``[M, K] @ [K, N]``, the weight gradient ``[K, M] @ [M, N]`` and,
+    except for the encoder's first layer, the input gradient ``[M, N] @ [N, K]``. Their
+    FLOPs sum to ``train_step_flops(...)["train_step_exact"]``.
+    """
+    rows = []
+    layers = [(model.encoder.name, layer) for layer in model.encoder.layers]
+    layers += [(model.decoder.name, layer) for layer in model.decoder.layers]
+    first = True
+    for network, layer in layers:
+        shape = layer_gemm(layer, batch_size)
+        if shape is None:
+            continue
+        m, k, n = shape
+        products = [("forward", (m, k), (k, n)), ("weight_gradient", (k, m), (m, n))]
+        if not first:
+            products.append(("input_gradient", (m, n), (n, k)))
+        first = False
+        for kind, a, b in products:
+            rows.append({"layer": f"{network}/{layer.name}", "product": kind, "a": a, "b": b,
+                         "flops": 2 * a[0] * a[1] * b[1]})
+    return rows

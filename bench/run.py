@@ -11,9 +11,12 @@ Figures (``--only`` names):
                network, d_z 64) for float32 / mixed_float16 / mixed_bfloat16, with and without
                XLA; EVAE step ÷ VAE step;
 * ``flops``    FLOPs of a training step (analytic, cross-checked with TF's op statistics),
-               achieved GFLOP/s and its fraction of a matmul peak measured in the same run;
+               achieved GFLOP/s and its fraction of a matmul peak measured in the same run,
+               and the same step's matrix products alone as plain GEMMs (the GEMM bound);
 * ``sampler``  median-of-three vs inverse-cdf sampling, and the sampler's share of a step;
 * ``pipeline`` the input pipeline's rate (real Fashion-MNIST files) vs the step's consumption;
+* ``teardown`` what an epoch boundary costs: deleting a used training iterator with tf.data
+               autotuning on (TF's default) vs off (the library's pipelines);
 * ``serving``  export, in-process decode, REST ``sample`` latency (p50/p99) and throughput
                for 16 images at concurrency 1 and 8 against the local server;
 * ``epoch``    a real training run's epoch time and the projected 50-epoch time;
@@ -141,6 +144,11 @@ def figure_rows(name: str, r: dict[str, Any]) -> list[tuple[str, str, str, str]]
         add("achieved training", r["train_gflops"], "GFLOP/s")
         add(f"matmul {r['matmul_n']}^2 float32 peak", r["matmul_gflops"], "GFLOP/s")
         add("achieved / matmul peak", r["fraction_of_matmul_peak"], "fraction")
+        if "gemm_bound" in r:
+            g = r["gemm_bound"]
+            add(f"the step's {g['products']} matrix products alone", g["step_ms"], "ms")
+            add("products alone / matmul peak (GEMM bound)", g["fraction_of_matmul_peak"], "fraction")
+            add("train step / products alone", g["train_step_over_gemms"], "x")
     elif name == "sampler":
         for m in r["methods"].values():
             add(f"median-of-three {m['shape']}", m["median_of_three_ns_per_draw"], "ns/draw")
@@ -154,6 +162,9 @@ def figure_rows(name: str, r: dict[str, Any]) -> list[tuple[str, str, str, str]]
         add("input pipeline CPU time / batch", r["pipeline_cpu_ms_per_batch"], "ms")
         add("training consumption", r["train_images_per_s"], "img/s")
         add("pipeline / consumption", r["pipeline_over_consumption"], "x")
+    elif name == "teardown":
+        for variant, t in r["teardown_s"].items():
+            add(f"iterator teardown after an epoch, {variant.replace('_', ' ')}", t, "s")
     elif name == "serving":
         add("export_decoder", r["export_s"], "s")
         add("in-process decode (16, Keras decoder)", r["in_process_decode_ms"], "ms")
@@ -170,6 +181,11 @@ def figure_rows(name: str, r: dict[str, Any]) -> list[tuple[str, str, str, str]]
             add("REST response size (16 images as JSON)", b["response_bytes"] / 1024, "KiB")
             add("server: JSON answer formatting", b["server_json_format_ms"], "ms")
             add("client: JSON answer parsing", b["client_json_parse_ms"], "ms")
+        cpu = r.get("cpu_per_request_c8")
+        if cpu:
+            add("c=8 server CPU per request", cpu["server_ms"], "ms")
+            add("c=8 load generator CPU per request", cpu["client_ms"], "ms")
+            add(f"c=8 p50 bound (8 x CPU / {cpu['cores']} cores)", cpu["p50_bound_ms"], "ms")
     elif name == "ablations":
         for label, t in r["step_ms"].items():
             add(f"step, {label}", t, "ms")

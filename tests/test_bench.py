@@ -67,6 +67,23 @@ def test_analytic_flops_of_the_fashion_mnist_network():
     assert [row["layer"] for row in counted["layers"]][:2] == ["encoder/conv0", "encoder/conv1"]
 
 
+def test_train_step_gemms_are_the_step_flops_as_matrix_products():
+    from evae_tf import models
+
+    model = models.build("evae", (32, 32, 1), 64, seed=0)
+    products = flops.train_step_gemms(model, batch_size=100)
+    assert sum(p["flops"] for p in products) == flops.train_step_flops(model, 100)["train_step_exact"]
+    for p in products:  # each product is a valid [M, K] @ [K, N]
+        assert p["a"][1] == p["b"][0] and p["flops"] == 2 * p["a"][0] * p["a"][1] * p["b"][1]
+    kinds = {(p["layer"], p["product"]) for p in products}
+    assert ("encoder/conv0", "input_gradient") not in kinds  # the images need no gradient
+    assert ("decoder/logits", "input_gradient") in kinds
+    conv3 = [p for p in products if p["layer"] == "encoder/conv3" and p["product"] == "forward"]
+    assert conv3[0]["a"] == (100 * 2 * 2, 4 * 4 * 128) and conv3[0]["b"] == (4 * 4 * 128, 256)
+    deconv1 = [p for p in products if p["layer"] == "decoder/deconv1" and p["product"] == "forward"]
+    assert deconv1[0]["a"] == (100 * 4 * 4, 128) and deconv1[0]["b"] == (128, 4 * 4 * 64)
+
+
 def test_timing_helpers():
     s = timing.summary([3.0, 1.0, 2.0, 4.0])
     assert (s["median"], s["min"], s["max"], s["n"]) == (2.5, 1.0, 4.0, 4)
@@ -97,7 +114,7 @@ def test_targets_and_table_report_errors_and_skips():
     assert "MET     EVAE step / VAE step" in table
 
 
-@pytest.mark.parametrize("name", ["train", "flops", "sampler", "pipeline", "serving", "epoch",
+@pytest.mark.parametrize("name", ["train", "flops", "sampler", "pipeline", "teardown", "serving", "epoch",
                                   "ablations", "threads", "profile"])
 def test_every_figure_is_registered(name):
     from bench.figures import FIGURES
