@@ -512,7 +512,9 @@ def fig_teardown(ctx: Context) -> dict[str, Any]:
     out["method"] = ("iterate the training pipeline for an epoch of `batches` with a 2048² matmul "
                      "per batch standing in for the step, then time deleting the iterator, as "
                      "Keras' fit does at every epoch boundary (for the validation data too); "
-                     "consecutive epochs per setting, autotune off first")
+                     "consecutive epochs per setting, autotune off first; the wait is "
+                     "intermittent (about every other epoch) and needs epochs of several "
+                     "seconds: --quick's 100-batch epochs do not show it")
     return out
 
 
