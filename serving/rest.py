@@ -712,6 +712,8 @@ def parse_predict_request(
 
 def _printf_all(values: list[float], spec: str) -> list[str]:
     """``spec % v`` for every value, in one C-level formatting call."""
+    if not values:
+        return []
     return ((",".join([spec] * len(values))) % tuple(values)).split(",")
 
 
@@ -733,7 +735,7 @@ def _float_tokens(flat: np.ndarray, double: bool) -> list[str]:
             if not math.isnan(values[i]):
                 tokens[i] = "-Infinity" if values[i] < 0 else "Infinity"
         index = np.flatnonzero(finite)
-        for i, token in zip(index.tolist(), _float_tokens(flat[index], double)):
+        for i, token in zip(index.tolist(), _float_tokens(flat[index], double), strict=True):
             tokens[i] = token
         return tokens
     as_list = values.tolist()

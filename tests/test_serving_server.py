@@ -510,11 +510,13 @@ def test_vectorised_float_tokens_equal_the_per_value_format(dtype):
     one = rest.format_float32 if dtype == np.float32 else rest.format_float64
     expected = [one(v) for v in values.tolist()]
     got = rest._float_tokens(values, double=dtype == np.float64)
-    mismatches = [(v, g, e) for v, g, e in zip(values.tolist(), got, expected) if g != e]
+    mismatches = [(v, g, e) for v, g, e in zip(values.tolist(), got, expected, strict=True) if g != e]
     assert not mismatches, mismatches[:5]
     # and both kinds of token occur, so the test covers both branches
     assert any(len(t.lstrip("-").replace(".", "")) > 8 for t in got)
     assert "0.5" in got and "1e+06" in got and "NaN" in got and "-Infinity" in got
+    assert rest._float_tokens(values[:0], double=dtype == np.float64) == []
+    assert rest.tensor_to_json(np.array([math.nan, -math.inf], dtype)) == "[NaN,-Infinity]"
 
 
 @pytest.mark.parametrize("shape", [(3,), (2, 3), (4, 1, 2, 1), (1, 1), (2, 3, 4, 5)])
