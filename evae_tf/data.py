@@ -605,7 +605,8 @@ def load(
 
 
 def pipeline_options() -> tf.data.Options:
-    """The ``tf.data.Options`` of every pipeline :func:`load` returns: autotuning off.
+    """The ``tf.data.Options`` of every pipeline :func:`load` (and
+    :func:`evae_tf.labels.load_labelled`) returns: autotuning off.
 
     Keras' ``fit`` makes a new iterator of the training and of the validation data every
     epoch. With tf.data's autotuning on (TF 2.21), destroying a used iterator waits for its

@@ -352,6 +352,8 @@ def test_load_labelled_reads_the_label_files_beside_the_images(idx_dir):
     expected = data.read_idx(idx_dir / data.IDX_FILES["test"][1])
     np.testing.assert_array_equal(got, expected)
     np.testing.assert_allclose(images, data.load_arrays("fashion_mnist", "holdout", data_dir=idx_dir))
+    ds = labels.load_labelled("fashion_mnist", "train", batch_size=10, data_dir=idx_dir, shuffle=True)
+    assert ds.options().autotune.enabled is False  # as data.load: see data.pipeline_options
     with pytest.raises(ValueError, match="celeb_a has no class labels"):
         labels.load_labelled("celeb_a", "train", batch_size=4)
 
