@@ -1,0 +1,5 @@
+"""Entry points; TensorFlow's process settings come first (see evae_tf/runtime.py)."""
+
+from evae_tf import runtime
+
+runtime.configure()
