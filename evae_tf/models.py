@@ -44,6 +44,7 @@ class LatentVariableModel(keras.Model):
 
     penalty_name: str = ""
     heads: tuple[str, ...] = ()
+    latent_sampler = None  # an ex-post sampler for `generate` (not part of model.keras)
 
     def __init__(self, encoder: keras.Model, decoder: keras.Model, seed: int | None = None, **kwargs):
         super().__init__(**kwargs)
@@ -83,9 +84,21 @@ class LatentVariableModel(keras.Model):
         """Decodes the posterior mean of each image (deterministic)."""
         return self.decode(self.posterior(x, training=training).mean(), training=training)
 
-    def generate(self, num_samples: int, seed: int | None = None, **prior_kwargs):
-        """Decodes ``num_samples`` draws from the prior (spec §5)."""
-        return self.decode(self.sample_prior(num_samples, seed=seed, **prior_kwargs))
+    def generate(self, num_samples: int, seed: int | None = None, sampler=None, **prior_kwargs):
+        """Decodes ``num_samples`` latent draws into images.
+
+        ``sampler`` is a latent sampler of ``evae_tf.samplers`` or ``"prior"`` (the
+        paper's prior). By default it is the model's ex-post sampler,
+        ``model.latent_sampler``, when one is attached (training and ``load_run``
+        attach the run's), else the prior: docs/math.md, "Ex-post sampling".
+        ``prior_kwargs`` (EVAE: ``support``) go to ``sample_prior``.
+        """
+        sampler = self.latent_sampler if sampler is None else sampler
+        if sampler is None or isinstance(sampler, str) or prior_kwargs:
+            if isinstance(sampler, str) and sampler != "prior":
+                raise ValueError(f"`sampler` must be a latent sampler or 'prior'. Received: sampler={sampler!r}")
+            return self.decode(self.sample_prior(num_samples, seed=seed, **prior_kwargs))
+        return self.decode(sampler.sample(num_samples, seed=seed))
 
     def call(self, x, training: bool = False):
         """Reconstructions: a posterior sample when training, the posterior mean otherwise."""
@@ -109,11 +122,14 @@ class LatentVariableModel(keras.Model):
             return draw(None)
         return tf.gather(draw(replicas), context.replica_id_in_sync_group)
 
-    def _seed(self, seed: int | None = None):
-        """A stateless seed: from ``seed`` when given, else the model's own generator."""
-        if seed is not None:
+    def _seed(self, seed=None):
+        """A stateless seed: ``[seed, 0]`` for an int, a ``[2]`` seed tensor as given,
+        else the next seed of the model's own generator."""
+        if seed is None:
+            return tf.cast(self.seed_generator.next(), tf.int32)
+        if isinstance(seed, int):
             return tf.constant([seed, 0], dtype=tf.int32)
-        return tf.cast(self.seed_generator.next(), tf.int32)
+        return tf.cast(seed, tf.int32)
 
     # --- the objective ---------------------------------------------------------------------
 
