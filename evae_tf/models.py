@@ -1,4 +1,5 @@
-"""EVAE and VAE as Keras 3 subclassed models (spec §2–§5).
+"""EVAE and VAE as Keras 3 subclassed models (docs/math.md, 'The EVAE posterior' to
+'Sampling from the paper's prior').
 
 Both receive an encoder (images → dict of unconstrained heads) and a decoder
 (latents → Bernoulli means), override ``train_step`` and ``test_step`` with a
@@ -84,7 +85,10 @@ class LatentVariableModel(keras.Model):
         return self.decode(self.posterior(x, training=training).mean(), training=training)
 
     def generate(self, num_samples: int, seed: int | None = None, **prior_kwargs):
-        """Decodes ``num_samples`` draws from the prior (spec §5)."""
+        """Decodes ``num_samples`` draws from the prior.
+
+        See docs/math.md, 'Sampling from the paper's prior'.
+        """
         return self.decode(self.sample_prior(num_samples, seed=seed, **prior_kwargs))
 
     def call(self, x, training: bool = False):
@@ -184,7 +188,8 @@ class LatentVariableModel(keras.Model):
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
 class EVAE(LatentVariableModel):
-    """The Epanechnikov VAE (spec §2–§5).
+    """The Epanechnikov VAE (docs/math.md, 'The EVAE posterior' to 'Sampling from the
+    paper's prior').
 
     The encoder gives ``loc``, ``raw_spread`` and, with ``support="learned"``,
     ``raw_support`` heads; ``r = softplus(raw_spread) + spread_floor`` and
@@ -231,7 +236,8 @@ class EVAE(LatentVariableModel):
         super().__init__(encoder, decoder, seed=seed, **kwargs)
 
     def build(self, input_shape=None):
-        # The running mean of B over the training data: the prior's support (spec §5).
+        # The running mean of B over the training data: the prior's support
+        # (docs/math.md, 'Sampling from the paper's prior').
         self.support_mean = self.add_weight(
             shape=(self.latent_dim,), initializer="ones", trainable=False,
             aggregation="mean", name="support_mean",
@@ -315,7 +321,7 @@ class EVAE(LatentVariableModel):
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
 class VAE(LatentVariableModel):
-    """The Gaussian baseline VAE (spec §4): heads ``loc`` and ``log_var``,
+    """The Gaussian baseline VAE (docs/math.md, 'The baseline VAE'): heads ``loc`` and ``log_var``,
     ``z = loc + exp(log_var / 2) * eps`` and the analytic KL to ``N(0, I)``."""
 
     penalty_name = "kl"
