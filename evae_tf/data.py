@@ -1,6 +1,6 @@
 """Input pipelines: float32 image batches in [0, 1] for the four EVAE datasets.
 
-Each dataset is delivered at the size the networks expect (spec §6):
+Each dataset is delivered at the size the networks expect (docs/math.md, 'Networks (Appendix B)'):
 
 | name          | stored as        | delivered as | preprocessing                          |
 |---------------|------------------|--------------|----------------------------------------|
@@ -10,7 +10,8 @@ Each dataset is delivered at the size the networks expect (spec §6):
 | celeb_a       | 218×178×3 uint8  | 64×64×3      | centre crop 140×140, bilinear resize   |
 
 Splits are the datasets' standard train / test splits; CelebA's official "validation"
-split is its hold-out set (spec §7). ``split="holdout"`` picks the right one.
+split is its hold-out set (docs/math.md, 'Training defaults (Appendix C)').
+``split="holdout"`` picks the right one.
 
 The data can come from several places, tried in this order by :func:`find_source`:
 

@@ -1,4 +1,6 @@
-"""Pure per-example loss terms of the EVAE and VAE objectives (spec §3, §4).
+"""Pure per-example loss terms of the EVAE and VAE objectives.
+
+The objectives are in docs/math.md, 'The EVAE loss and its sign' and 'The baseline VAE'.
 
 Every function returns one value per example (shape ``[batch]``): sums run over
 pixels or latent dimensions here, and the mean over the batch is taken in one
@@ -43,7 +45,8 @@ def kernel_penalty(spread, support, n):
 
     This is ``B * I(K_r) / n`` summed over latent dimensions, where
     ``I(K_r) = 3 / (5 r)`` is the roughness of the Epanechnikov kernel of
-    half-width ``r`` (spec §1, §3).
+    half-width ``r`` (docs/math.md, 'The Epanechnikov kernel and its location-scale
+    family' and 'The EVAE loss and its sign').
 
     Args:
       spread: ``r > 0``, shape ``[batch, latent_dim]``.

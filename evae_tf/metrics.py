@@ -1,4 +1,6 @@
-"""Image-quality metrics (spec §8): sharpness and FID with a named feature network.
+"""Image-quality metrics: sharpness and FID with a named feature network.
+
+Definitions: docs/math.md, 'Metrics: sharpness and FID'.
 
 Sharpness (:func:`sharpness`) is the variance of the Laplace-filter response.
 
@@ -80,7 +82,8 @@ def sharpness(images) -> tf.Tensor:
 
 # =========================================================================== Fréchet distance
 
-RECOMMENDED_FID_IMAGES = 10_000  # per side (spec §8); fewer biases the FID upwards
+# Images per side; fewer bias the FID upwards (docs/math.md, 'Metrics: sharpness and FID').
+RECOMMENDED_FID_IMAGES = 10_000
 IMAGINARY_TOLERANCE = 1e-3
 
 
@@ -465,7 +468,8 @@ def _fetch_inception2015(target: Path) -> Path:
 def inception2015(weights: str | os.PathLike[str] | None = None, *,
                   cache_dir: str | os.PathLike[str] | None = None,
                   allow_download: bool = True) -> FIDNetwork:
-    """The 2015 Inception network of the standard FID (spec §8), from the first of:
+    """The 2015 Inception network of the standard FID (docs/math.md, 'Metrics: sharpness
+    and FID'), from the first of:
 
     1. ``weights`` (``--fid-weights``), else ``$EVAE_FID_WEIGHTS``: the frozen graph
        ``classify_image_graph_def.pb``, the archive ``inception-2015-12-05.tgz``, a

@@ -1,4 +1,5 @@
-"""EVAE and VAE as Keras 3 subclassed models (spec §2–§5).
+"""EVAE and VAE as Keras 3 subclassed models (docs/math.md, 'The EVAE posterior' to
+'Sampling from the paper's prior').
 
 Both receive an encoder (images → dict of unconstrained heads) and a decoder
 (latents → Bernoulli means), override ``train_step`` and ``test_step`` with a
@@ -90,7 +91,8 @@ class LatentVariableModel(keras.Model):
         ``sampler`` is a latent sampler of ``evae_tf.samplers`` or ``"prior"`` (the
         paper's prior). By default it is the model's ex-post sampler,
         ``model.latent_sampler``, when one is attached (training and ``load_run``
-        attach the run's), else the prior: docs/math.md, "Ex-post sampling".
+        attach the run's), else the prior (docs/math.md, 'Ex-post sampling: how
+        images are generated').
         ``prior_kwargs`` (EVAE: ``support``) go to ``sample_prior``.
         """
         sampler = self.latent_sampler if sampler is None else sampler
@@ -200,7 +202,8 @@ class LatentVariableModel(keras.Model):
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
 class EVAE(LatentVariableModel):
-    """The Epanechnikov VAE (spec §2–§5).
+    """The Epanechnikov VAE (docs/math.md, 'The EVAE posterior' to 'Sampling from the
+    paper's prior').
 
     The encoder gives ``loc``, ``raw_spread`` and, with ``support="learned"``,
     ``raw_support`` heads; ``r = softplus(raw_spread) + spread_floor`` and
@@ -247,7 +250,8 @@ class EVAE(LatentVariableModel):
         super().__init__(encoder, decoder, seed=seed, **kwargs)
 
     def build(self, input_shape=None):
-        # The running mean of B over the training data: the prior's support (spec §5).
+        # The running mean of B over the training data: the prior's support
+        # (docs/math.md, 'Sampling from the paper's prior').
         self.support_mean = self.add_weight(
             shape=(self.latent_dim,), initializer="ones", trainable=False,
             aggregation="mean", name="support_mean",
@@ -331,7 +335,7 @@ class EVAE(LatentVariableModel):
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
 class VAE(LatentVariableModel):
-    """The Gaussian baseline VAE (spec §4): heads ``loc`` and ``log_var``,
+    """The Gaussian baseline VAE (docs/math.md, 'The baseline VAE'): heads ``loc`` and ``log_var``,
     ``z = loc + exp(log_var / 2) * eps`` and the analytic KL to ``N(0, I)``."""
 
     penalty_name = "kl"

@@ -1,4 +1,6 @@
-"""The paper's encoder and decoder (Appendix B; spec §6), from one builder.
+"""The paper's encoder and decoder (Appendix B), from one builder.
+
+The table and the paper's typos: docs/math.md, 'Networks (Appendix B)'.
 
 One code path serves every input shape: the architecture is read off a small
 table keyed by image size (32×32 grayscale, 32×32 RGB, 64×64 RGB), never a

@@ -9,8 +9,8 @@ A latent sampler draws ``z`` for the decoder. Two kinds:
   training set, draw one ``z`` from each example's posterior, fit a Gaussian mixture
   to those draws (:func:`fit_gaussian_mixture`, scikit-learn's EM), and sample it.
 
-Why the ex-post sampler is the default for generation (docs/math.md, "Ex-post
-sampling"): the EVAE penalty ``3B/(5nr)`` has no term in ``mu``, so nothing pulls the
+Why the ex-post sampler is the default for generation (docs/math.md, 'Ex-post
+sampling: how images are generated'): the EVAE penalty ``3B/(5nr)`` has no term in ``mu``, so nothing pulls the
 posterior means into the prior's box; with learned ``B`` the box shrinks to its floor and
 prior draws decode to a single image.
 

@@ -1,4 +1,4 @@
-"""Golden shapes of the Appendix-B networks (spec §6)."""
+"""Golden shapes of the Appendix-B networks (docs/math.md, 'Networks (Appendix B)')."""
 
 import keras
 import numpy as np
