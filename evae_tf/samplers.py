@@ -198,13 +198,14 @@ def _full_covariances(gmm, covariance_type: str, d: int) -> np.ndarray:
     return gmm.covariances_[:, None, None] * np.eye(d)  # spherical: [K] variances
 
 
-def check_fit_arguments(n_examples: int, n_components: int, covariance_type: str) -> None:
+def check_fit_arguments(n_components: int, covariance_type: str, n_examples: int | None = None) -> None:
+    """One-line ``SamplerError`` for arguments no fit can take."""
     if covariance_type not in COVARIANCE_TYPES:
         raise SamplerError(f"covariance type must be one of {', '.join(COVARIANCE_TYPES)}; "
                            f"received {covariance_type!r}")
     if isinstance(n_components, bool) or not isinstance(n_components, int) or n_components < 1:
         raise SamplerError(f"components must be a positive integer; received {n_components!r}")
-    if n_components > n_examples:
+    if n_examples is not None and n_components > n_examples:
         raise SamplerError(f"cannot fit {n_components} components to {n_examples} latents: "
                            "use at most as many components as latents")
 
@@ -223,7 +224,7 @@ def fit_gaussian_mixture(z, n_components: int = 10, covariance_type: str = "full
     z = np.asarray(z, np.float64)
     if z.ndim != 2 or not np.isfinite(z).all():
         raise SamplerError(f"latents must be a finite [N, d] array; received shape {z.shape}")
-    check_fit_arguments(len(z), n_components, covariance_type)
+    check_fit_arguments(n_components, covariance_type, len(z))
     gmm = GaussianMixture(n_components, covariance_type=covariance_type, reg_covar=reg_covar,
                           max_iter=max_iter, random_state=seed)
     start = time.perf_counter()
@@ -259,3 +260,63 @@ def aggregate_posterior(model, dataset: tf.data.Dataset, *, seed: int = 0, progr
         bar.update(i + 1)
     return np.concatenate(draws)
 
+
+
+# --- runs ----------------------------------------------------------------------------------
+
+SAMPLER_FILE = "expost_sampler.npz"  # in a run directory: the sampler of the final model
+
+
+def sampler_path(workdir, weights: str = "final"):
+    """Where a run keeps the ex-post sampler fitted to its ``weights`` (final, best, last):
+    a sampler belongs to the encoder whose latents it was fitted to."""
+    from pathlib import Path
+
+    name = SAMPLER_FILE if weights == "final" else SAMPLER_FILE.replace(".npz", f".{weights}.npz")
+    return Path(workdir) / name
+
+
+FIT_BATCH_SIZE = 500  # images per encoder call while fitting (memory, not results)
+
+
+def fit_expost(model, config, *, n_components: int = 10, covariance_type: str = "full",
+               seed: int | None = None, data_dir=None, progress: bool = True,
+               fit_info: Mapping[str, Any] | None = None) -> GaussianMixtureSampler:
+    """Fits the ex-post mixture of ``model`` to its run's training split.
+
+    ``config`` is the run's ``TrainConfig`` (dataset, data directory, seed). Logs a
+    progress bar while encoding and one line for the fit.
+    """
+    import logging
+
+    from evae_tf import data as data_lib
+
+    log = logging.getLogger(__name__)
+    seed = config.seed if seed is None else seed
+    check_fit_arguments(n_components, covariance_type)  # before the encoding pass
+    ds = data_lib.load(config.dataset, "train", batch_size=FIT_BATCH_SIZE,
+                       data_dir=data_dir or config.data_dir)
+    log.info("Ex-post sampler: encoding the %s training split", config.dataset)
+    z = aggregate_posterior(model, ds, seed=seed, progress=progress)
+    log.info("Ex-post sampler: fitting a %d-component %s-covariance Gaussian mixture to %d latents",
+             n_components, covariance_type, len(z))
+    sampler = fit_gaussian_mixture(z, n_components, covariance_type, seed=seed,
+                                   fit_info={"dataset": config.dataset, "split": "train", **(fit_info or {})})
+    info = sampler.fit_info
+    log.info("Ex-post sampler: done in %.1f s (%s after %d EM iterations; mean log-likelihood %.2f)",
+             info["fit_seconds"], "converged" if info["converged"] else "not converged",
+             info["iterations"], info["mean_log_likelihood"])
+    return sampler
+
+
+def load_run_sampler(workdir, weights: str = "final") -> GaussianMixtureSampler | None:
+    """The run's ex-post sampler for ``weights``, or ``None`` when it has none; a damaged
+    file raises a ``SamplerError`` that says how to refit it."""
+    path = sampler_path(workdir, weights)
+    if not path.exists():
+        return None
+    try:
+        return GaussianMixtureSampler.load(path)
+    except SamplerError as e:
+        flag = "" if weights == "final" else f" --weights {weights}"
+        raise SamplerError(f"{e}; refit it with: python -m trainers.fit_sampler --workdir {workdir}{flag}") from None

@@ -38,6 +38,7 @@ import argparse
 import contextlib
 import datetime
 import json
+import logging
 import os
 import re
 import secrets
@@ -53,6 +54,8 @@ from pathlib import Path
 from typing import Any
 
 from evae_tf.cli import positive
+
+log = logging.getLogger(__name__)
 
 MAX_SAMPLES = 1024
 METADATA_DIR = "assets.extra"
@@ -166,18 +169,24 @@ def prior_sampler(model):
     return draw
 
 
-def build_archive(model):
-    """An ``ExportArchive`` of the model's float32 decoder and its prior (see
-    :func:`decoder_archive`)."""
-    return decoder_archive(float32_decoder(model), int(model.latent_dim), prior_sampler(model))
+def build_archive(model, sampler):
+    """An ``ExportArchive`` of the model's float32 decoder with ``sample`` drawing from
+    ``sampler`` (an ex-post sampler of ``evae_tf.samplers``) and ``sample_prior`` from
+    the paper's prior (see :func:`decoder_archive`)."""
+    draws = {
+        "sample": lambda shape, seed: sampler.draw(shape[0], seed),
+        "sample_prior": prior_sampler(model),
+    }
+    return decoder_archive(float32_decoder(model), int(model.latent_dim), draws)
 
 
-def decoder_archive(decoder, latent_dim: int, draw):
-    """An ``ExportArchive`` holding ``decoder`` and the two serving endpoints.
+def decoder_archive(decoder, latent_dim: int, draws):
+    """An ``ExportArchive`` holding ``decoder``, ``serving_default`` and sample endpoints.
 
-    ``draw(shape, seed_pair) -> z`` samples the prior for the ``sample`` endpoint.
-    Returns ``(archive, signatures)`` where ``signatures`` describes each endpoint's
-    inputs and outputs as JSON (dtype name and shape, ``None`` for unknown sizes).
+    ``draws`` maps a signature name to ``draw(shape, seed_pair) -> z``; a single
+    ``draw`` is the ``sample`` signature alone. Returns ``(archive, signatures)`` where
+    ``signatures`` describes each endpoint's inputs and outputs as JSON (dtype name and
+    shape, ``None`` for unknown sizes).
     """
     import keras
     import tensorflow as tf
@@ -193,34 +202,35 @@ def decoder_archive(decoder, latent_dim: int, draw):
         images, png_bytes = decode(z)
         return {"images": images, "png_bytes": png_bytes}
 
-    @tf.function
-    def sample(num_samples, seed):
-        message = f"num_samples must be in [1, {MAX_SAMPLES}]"
-        checks = [
-            tf.debugging.assert_greater_equal(num_samples, 1, message=message),
-            tf.debugging.assert_less_equal(num_samples, MAX_SAMPLES, message=message),
-        ]
-        with tf.control_dependencies(checks):
+    def sample_endpoint(draw):
+        @tf.function
+        def sample(num_samples, seed):
+            message = f"num_samples must be in [1, {MAX_SAMPLES}]"
+            checks = [
+                tf.debugging.assert_greater_equal(num_samples, 1, message=message),
+                tf.debugging.assert_less_equal(num_samples, MAX_SAMPLES, message=message),
+            ]
+            with tf.control_dependencies(checks):  # every use of num_samples waits for them
+                num_samples = tf.identity(num_samples)
             shape = tf.stack([num_samples, latent_dim])
-        z = draw(shape, tf.stack([seed, tf.constant(0, tf.int64)]))
-        images, png_bytes = decode(z)
-        return {"z": z, "images": images, "png_bytes": png_bytes}
+            z = draw(shape, tf.stack([seed, tf.constant(0, tf.int64)]))
+            images, png_bytes = decode(z)
+            return {"z": z, "images": images, "png_bytes": png_bytes}
 
-    specs = {
-        "serving_default": [tf.TensorSpec([None, latent_dim], tf.float32, name="z")],
-        "sample": [
-            tf.TensorSpec([], tf.int32, name="num_samples"),
-            tf.TensorSpec([], tf.int64, name="seed"),
-        ],
-    }
+        return sample
+
+    draws = {"sample": draws} if callable(draws) else dict(draws)
+    sample_spec = [tf.TensorSpec([], tf.int32, name="num_samples"), tf.TensorSpec([], tf.int64, name="seed")]
+    endpoints = {"serving_default": (serve, [tf.TensorSpec([None, latent_dim], tf.float32, name="z")])}
+    endpoints.update({name: (sample_endpoint(draw), sample_spec) for name, draw in draws.items()})
     archive = keras.export.ExportArchive()
     archive.track(decoder)
     signatures = {}
-    for name, fn in (("serving_default", serve), ("sample", sample)):
-        endpoint = archive.add_endpoint(name, fn, input_signature=specs[name])
+    for name, (fn, spec) in endpoints.items():
+        endpoint = archive.add_endpoint(name, fn, input_signature=spec)
         outputs = endpoint.get_concrete_function().structured_outputs
         signatures[name] = {
-            "inputs": {spec.name: _tensor_json(spec) for spec in specs[name]},
+            "inputs": {s.name: _tensor_json(s) for s in spec},
             "outputs": {key: _tensor_json(value) for key, value in sorted(outputs.items())},
         }
     return archive, signatures
@@ -233,8 +243,9 @@ def _tensor_json(tensor) -> dict[str, Any]:
 # --- writing -------------------------------------------------------------------------------
 
 
-def model_metadata(model, signatures, *, train_config=None, source=None) -> dict[str, Any]:
-    """The facts written to ``assets.extra/evae_model.json``."""
+def model_metadata(model, signatures, *, sampler=None, train_config=None, source=None) -> dict[str, Any]:
+    """The facts written to ``assets.extra/evae_model.json``; ``samplers`` says what each
+    sample signature draws from and how that sampler was fitted."""
     if train_config is not None and hasattr(train_config, "to_dict"):
         train_config = train_config.to_dict()
     source = dict(source or {})
@@ -243,6 +254,10 @@ def model_metadata(model, signatures, *, train_config=None, source=None) -> dict
         "latent_dim": int(model.latent_dim),
         "image_shape": [int(s) for s in model.image_shape],
         "prior": model.prior_spec(),
+        "samplers": {
+            "sample": sampler.spec() if sampler is not None else None,
+            "sample_prior": {"kind": "prior", **model.prior_spec()},
+        },
         "training_config": train_config,
         "source_workdir": source.get("workdir"),
         "weights": source.get("weights"),
@@ -278,11 +293,15 @@ def _make_temp_dir(parent: Path) -> Path:
     raise ExportError(f"cannot create a temporary directory in {parent}")
 
 
-def export_decoder(model, export_dir: str | os.PathLike, *, train_config=None, source=None) -> Path:
+def export_decoder(model, export_dir: str | os.PathLike, *, sampler=None, train_config=None,
+                   source=None) -> Path:
     """Writes one SavedModel of ``model``'s decoder to ``export_dir`` atomically.
 
     Args:
       model: a trained ``evae_tf.models.EVAE`` or ``VAE`` (any precision).
+      sampler: the ex-post latent sampler ``sample`` draws from (default: the model's
+        ``latent_sampler``); required, because the paper's prior alone generates
+        collapsed images (docs/math.md, 'Ex-post sampling: how images are generated').
       export_dir: the version directory to create (e.g. ``models/evae/3``); it must
         not exist. Its parent is created if needed.
       train_config: the run's ``TrainConfig`` (or its dict), recorded in the metadata.
@@ -298,6 +317,7 @@ def export_decoder(model, export_dir: str | os.PathLike, *, train_config=None, s
     if export_dir.exists():
         raise ExportError(f"{export_dir} already exists; refusing to overwrite it")
     model_kind(model)  # fail early on anything but an EVAE / VAE
+    sampler = _check_sampler(model, sampler if sampler is not None else model.latent_sampler)
     parent = export_dir.parent
     try:
         parent.mkdir(parents=True, exist_ok=True)
@@ -305,9 +325,10 @@ def export_decoder(model, export_dir: str | os.PathLike, *, train_config=None, s
         raise ExportError(f"cannot create {parent}: {_one_line(e)}") from None
     tmp = _make_temp_dir(parent)
     try:
-        archive, signatures = build_archive(model)
+        archive, signatures = build_archive(model, sampler)
         archive.write_out(str(tmp), verbose=False)
-        metadata = model_metadata(model, signatures, train_config=train_config, source=source)
+        metadata = model_metadata(model, signatures, sampler=sampler, train_config=train_config,
+                                  source=source)
         (tmp / METADATA_DIR).mkdir(exist_ok=True)
         with open(tmp / METADATA_DIR / METADATA_FILE, "w") as f:
             json.dump(metadata, f, indent=2, sort_keys=True)
@@ -327,7 +348,40 @@ def export_decoder(model, export_dir: str | os.PathLike, *, train_config=None, s
     return export_dir
 
 
+def _check_sampler(model, sampler):
+    if sampler is None:
+        raise ExportError("the model has no ex-post sampler, and the paper's prior alone generates "
+                          "collapsed images; fit one with evae_tf.samplers.fit_expost (or "
+                          "python -m trainers.fit_sampler --workdir RUN) and pass it as sampler=")
+    if getattr(sampler, "latent_dim", None) != int(model.latent_dim):
+        raise ExportError(f"the sampler draws {getattr(sampler, 'latent_dim', '?')}-dimensional latents; "
+                          f"the model's latent_dim is {int(model.latent_dim)}")
+    return sampler
+
+
 # --- runs ----------------------------------------------------------------------------------
+
+
+def run_sampler(workdir: Path, model, config, weights: str):
+    """The run's ex-post sampler for ``weights``; fitted and saved in the run when it has
+    none yet. A damaged sampler file is refused, never replaced silently."""
+    from evae_tf import data as data_lib
+    from evae_tf import samplers
+
+    try:
+        sampler = samplers.load_run_sampler(workdir, weights)
+        if sampler is None:
+            log.info("%s has no ex-post sampler for its %s weights yet: fitting one.", workdir, weights)
+            sampler = samplers.fit_expost(model, config, fit_info={"weights": weights})
+            sampler.save(samplers.sampler_path(workdir, weights))
+    except samplers.SamplerError as e:
+        raise ExportError(str(e)) from None
+    except data_lib.DataNotFoundError as e:
+        flag = "" if weights == "final" else f" --weights {weights}"
+        raise ExportError(f"{workdir} has no ex-post sampler and its training data was not found "
+                          f"({_one_line(str(e).splitlines()[0])}); fit one where the data is: "
+                          f"python -m trainers.fit_sampler --workdir {workdir}{flag} --data-dir DIR") from None
+    return sampler
 
 
 def _load_config(workdir: Path):
@@ -452,9 +506,10 @@ def export_run(
                 f"(omit --version to export as version {next_version(base)})"
             )
     model, config = load_run_model(workdir, weights)
+    sampler = run_sampler(Path(workdir), model, config, weights)
     target = base / str(version if version is not None else next_version(base))
     return export_decoder(
-        model, target, train_config=config,
+        model, target, sampler=sampler, train_config=config,
         source={"workdir": str(workdir), "weights": weights},
     )
 

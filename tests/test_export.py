@@ -25,7 +25,7 @@ import tensorflow as tf
 from idx_fixtures import write_mnist_dir
 from PIL import Image
 
-from evae_tf import models
+from evae_tf import models, samplers
 from evae_tf.config import ModelConfig, TrainConfig
 from export import saved_model as export_lib
 from export.saved_model import ExportError, export_decoder, export_run, main, next_version
@@ -48,6 +48,7 @@ SIGNATURES = {
         },
     ),
 }
+SIGNATURES["sample_prior"] = SIGNATURES["sample"]
 
 
 # --- fixtures ------------------------------------------------------------------------------
@@ -69,6 +70,11 @@ def make_run(workdir: Path, kind: str, policy: str = "float32"):
         model.fit(images, epochs=1, batch_size=16, verbose=0)
         model.save_weights(checkpoints / "last.weights.h5")
         model.save(workdir / "model.keras")
+        # The run's ex-post sampler (trainers.fit fits one to the training split's latents).
+        z = model.sample_posterior(model.encode(images), seed=0).numpy()
+        model.latent_sampler = samplers.fit_gaussian_mixture(z, n_components=2, seed=0)
+        for weights in ("final", "best", "last"):
+            model.latent_sampler.save(samplers.sampler_path(workdir, weights))
     finally:
         keras.mixed_precision.set_global_policy(previous)
     config = TrainConfig(
@@ -111,8 +117,8 @@ def serve(loaded, z):
     return {k: v.numpy() for k, v in loaded.signatures["serving_default"](z=tf.constant(z)).items()}
 
 
-def sample(loaded, num_samples: int, seed: int):
-    outputs = loaded.signatures["sample"](
+def sample(loaded, num_samples: int, seed: int, signature: str = "sample"):
+    outputs = loaded.signatures[signature](
         num_samples=tf.constant(num_samples, tf.int32), seed=tf.constant(seed, tf.int64)
     )
     return {k: v.numpy() for k, v in outputs.items()}
@@ -164,6 +170,7 @@ def test_saved_model_cli_lists_the_signatures(evae_export):
     )
     assert result.returncode == 0, result.stderr
     for text in ("signature_def['serving_default']", "signature_def['sample']",
+                 "signature_def['sample_prior']",
                  "inputs['z']", "inputs['num_samples']", "inputs['seed']",
                  "outputs['images']", "outputs['png_bytes']", "outputs['z']",
                  "tensorflow/serving/predict"):
@@ -194,17 +201,22 @@ def test_sample_is_deterministic_per_seed_and_matches_model_generate(exported):
     assert not np.allclose(first["z"], other["z"])
     assert not np.allclose(first["images"], other["images"])
     assert first["z"].shape == (8, LATENT_DIM) and first["images"].shape == (8, *IMAGE_SHAPE)
-    # The same draws as the Keras model's own prior sampler, decoded the same way.
-    np.testing.assert_allclose(first["z"], model.sample_prior(8, seed=3).numpy(), atol=1e-6)
+    # The same draws as the run's ex-post sampler in this process, decoded the same way.
+    np.testing.assert_allclose(first["z"], model.latent_sampler.sample(8, seed=3).numpy(), atol=1e-6)
     np.testing.assert_allclose(first["images"], model.generate(8, seed=3).numpy(), atol=1e-5)
     np.testing.assert_allclose(png_images(first["png_bytes"]), first["images"], atol=0.5 / 255 + 1e-6)
+    # sample_prior: the Keras model's own prior sampler.
+    prior = sample(loaded, 8, 3, "sample_prior")
+    np.testing.assert_allclose(prior["z"], model.sample_prior(8, seed=3).numpy(), atol=1e-6)
+    np.testing.assert_allclose(prior["images"], model.generate(8, seed=3, sampler="prior").numpy(), atol=1e-5)
+    assert not np.allclose(prior["z"], first["z"])
 
 
 def test_evae_prior_is_uniform_on_the_learned_support(evae_export):
     _, loaded, model = evae_export
     half = 0.5 * model.prior_support().numpy()
     assert not np.allclose(half, 0.5)  # training moved B_prior away from its initial 1
-    z = sample(loaded, 1024, 0)["z"]
+    z = sample(loaded, 1024, 0, "sample_prior")["z"]
     assert np.all(np.abs(z) <= half + 1e-6)
     # Fills the box: near both ends of every dimension, uniform mean and variance.
     np.testing.assert_allclose(z.max(axis=0), half, rtol=0.02)
@@ -214,7 +226,7 @@ def test_evae_prior_is_uniform_on_the_learned_support(evae_export):
 
 def test_vae_prior_is_standard_normal(vae_export):
     _, loaded, _ = vae_export
-    z = sample(loaded, 1024, 0)["z"]  # 4096 draws
+    z = sample(loaded, 1024, 0, "sample_prior")["z"]  # 4096 draws
     assert z.shape == (1024, LATENT_DIM)
     assert abs(z.mean()) < 4 / np.sqrt(z.size)
     assert abs(z.std() - 1.0) < 4 / np.sqrt(2 * z.size)
@@ -287,6 +299,11 @@ def test_metadata_describes_the_model(evae_export, evae_run):
     assert meta["evae_tf_version"] not in ("", None)
     assert meta["dtype"] == "float32"
     assert meta["max_samples"] == 1024
+    # What each sample signature draws from, and how the ex-post sampler was fitted.
+    assert meta["samplers"]["sample"] == model.latent_sampler.spec()
+    assert meta["samplers"]["sample"]["kind"] == "gaussian_mixture"
+    assert meta["samplers"]["sample"]["covariance_type"] == "full"
+    assert meta["samplers"]["sample_prior"] == {"kind": "prior", **model.prior_spec()}
     # The recorded signatures are the ones in the SavedModel.
     for name, (inputs, outputs) in SIGNATURES.items():
         recorded = meta["signatures"][name]
@@ -471,6 +488,16 @@ BAD_RUNS = {
         ("--weights", "last"),
         "{run}/checkpoints/last.weights.h5 is unreadable or corrupt: ",
     ),
+    "corrupt_sampler": (
+        lambda run: (run / "expost_sampler.npz").write_bytes(b"PK\x03\x04 truncated"), (),
+        "{run}/expost_sampler.npz is not a readable sampler file (",
+    ),
+    "sampler_without_data": (  # no sampler, and the run's data directory is gone
+        lambda run: ((run / "expost_sampler.npz").unlink(), TrainConfig.from_dict(
+            {**json.loads((run / "config.json").read_text()), "data_dir": str(run / "gone")}
+        ).save(str(run / "config.json"))), (),
+        "{run} has no ex-post sampler and its training data was not found (",
+    ),
 }
 
 
@@ -485,6 +512,40 @@ def test_bad_run_directory_is_a_one_line_error(evae_run, tmp_path, capsys, case)
     assert err.startswith("error: " + message.format(run=run)), err
     assert err.count("\n") == 1 and "Traceback" not in err
     assert entries(base) == []  # nothing written, not even a temporary directory
+
+
+def test_a_corrupt_sampler_is_refused_with_how_to_refit_and_kept(evae_run, tmp_path, capsys):
+    run = _copy_run(evae_run[0], tmp_path / "run")
+    (run / "expost_sampler.npz").write_bytes(b"garbage")
+    assert cli("--workdir", run, "--model-base-path", tmp_path / "m") == 1
+    err = capsys.readouterr().err
+    assert f"refit it with: python -m trainers.fit_sampler --workdir {run}" in err
+    assert (run / "expost_sampler.npz").read_bytes() == b"garbage"  # never replaced silently
+
+
+def test_a_run_without_a_sampler_gets_one_fitted_on_export(evae_run, tmp_path):
+    run = _copy_run(evae_run[0], tmp_path / "run")
+    (run / "expost_sampler.npz").unlink()
+    write_mnist_dir(tmp_path / "data", n_train=40, n_test=10)
+    config = json.loads((run / "config.json").read_text())
+    TrainConfig.from_dict({**config, "data_dir": str(tmp_path / "data")}).save(str(run / "config.json"))
+    path = export_run(run, tmp_path / "models")
+    fitted = samplers.GaussianMixtureSampler.load(run / "expost_sampler.npz")  # kept in the run
+    assert fitted.n_components == 10 and fitted.fit_info["n_examples"] == 40
+    meta = json.loads((path / "assets.extra" / "evae_model.json").read_text())
+    assert meta["samplers"]["sample"] == fitted.spec()
+    loaded = tf.saved_model.load(str(path))
+    np.testing.assert_allclose(sample(loaded, 4, 1)["z"], fitted.sample(4, seed=1).numpy(), atol=1e-6)
+
+
+def test_export_decoder_refuses_a_model_without_a_sampler(tmp_path):
+    model = models.build("vae", IMAGE_SHAPE, LATENT_DIM, seed=0)
+    with pytest.raises(ExportError, match="no ex-post sampler"):
+        export_decoder(model, tmp_path / "1")
+    wrong = samplers.GaussianMixtureSampler([1.0], [[0.0, 0.0]], [np.eye(2)])
+    with pytest.raises(ExportError, match="draws 2-dimensional latents; the model's latent_dim is 4"):
+        export_decoder(model, tmp_path / "1", sampler=wrong)
+    assert not (tmp_path / "1").exists()
 
 
 @pytest.mark.parametrize(
@@ -535,7 +596,7 @@ def test_export_then_serve_and_fetch_a_grid(evae_export):
             images = client.sample(16, seed=0)
             decoded = client.decode(Z)
     assert images.shape == (16, *IMAGE_SHAPE)
-    expected = model.decode(model.sample_prior(16, seed=0)).numpy()
+    expected = model.generate(16, seed=0).numpy()  # the run's ex-post sampler
     np.testing.assert_allclose(images, expected, atol=1 / 255)
     np.testing.assert_allclose(decoded, model.decode(Z).numpy(), atol=1 / 255)
     assert make_grid(images).shape == (128, 128, 1)
