@@ -22,8 +22,8 @@ atomically to ``<workdir>/metrics.json``.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
-import json
 import logging
 import math
 import os
@@ -36,14 +36,12 @@ import numpy as np
 
 from evae_tf import data as data_lib
 from evae_tf import metrics, models
-from evae_tf.config import TrainConfig, write_json_atomic
+from evae_tf.config import TrainConfig
+from evae_tf.files import write_json_atomic
+from evae_tf.rundir import CONFIG_FILE, MODEL_FILE, RunDir, RunDirError
 
 log = logging.getLogger(__name__)
 
-METRICS_FILE = "metrics.json"
-CONFIG_FILE = "config.json"
-MODEL_FILE = "model.keras"
-STATE_FILE = os.path.join("checkpoints", "state.json")
 FID_CHOICES: tuple[str, ...] = (*metrics.FID_NETWORKS, "none")
 QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
 
@@ -54,36 +52,32 @@ class EvaluationError(RuntimeError):
 
 def load_run(workdir: str | os.PathLike[str]) -> tuple[TrainConfig, models.LatentVariableModel]:
     """The ``TrainConfig`` and final model of a run directory."""
-    workdir = Path(workdir)
-    if not workdir.is_dir():
-        raise EvaluationError(f"Run directory {str(workdir)!r} does not exist.")
-    config_path, model_path = workdir / CONFIG_FILE, workdir / MODEL_FILE
-    if not config_path.is_file():
-        raise EvaluationError(f"{str(workdir)!r} is not a run directory (no {CONFIG_FILE}).")
-    if not model_path.is_file():
+    run = RunDir(workdir)
+    if not run.path.is_dir():
+        raise EvaluationError(f"Run directory {str(run)!r} does not exist.")
+    if not run.config_file.is_file():
+        raise EvaluationError(f"{str(run)!r} is not a run directory (no {CONFIG_FILE}).")
+    if not run.model_file.is_file():
         raise EvaluationError(
-            f"{str(workdir)!r} has no {MODEL_FILE}: its training has not finished; "
-            f"resume it with `python -m trainers.fit --workdir {workdir} ...`."
+            f"{str(run)!r} has no {MODEL_FILE}: its training has not finished; "
+            f"resume it with `python -m trainers.fit --workdir {run} ...`."
         )
     try:
-        config = TrainConfig.load(str(config_path))
-    except (OSError, ValueError, TypeError) as e:
-        raise EvaluationError(f"Cannot read {str(config_path)!r}: {e}") from None
+        config = run.read_config()
+    except RunDirError as e:
+        raise EvaluationError(str(e)) from None
     try:
-        model = keras.models.load_model(model_path)
+        model = keras.models.load_model(run.model_file)
     except Exception as e:  # Keras raises many types for a damaged archive
-        raise EvaluationError(f"Cannot load {str(model_path)!r}: {e}") from None
+        raise EvaluationError(f"Cannot load {str(run.model_file)!r}: {e}") from None
     if not isinstance(model, models.LatentVariableModel):
-        raise EvaluationError(f"{str(model_path)!r} holds a {type(model).__name__}, not an EVAE or VAE.")
+        raise EvaluationError(f"{str(run.model_file)!r} holds a {type(model).__name__}, not an EVAE or VAE.")
     return config, model
 
 
 def epochs_trained(workdir: str | os.PathLike[str]) -> int | None:
     """Epochs in the run's last checkpoint (``checkpoints/state.json``), if any."""
-    try:
-        return int(json.loads((Path(workdir) / STATE_FILE).read_text())["epoch"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
+    return RunDir(workdir).epochs_done()
 
 
 def resolve_fid_network(fid: str | metrics.FIDNetwork | None, *, weights=None, dataset=None,
@@ -117,18 +111,103 @@ def _sample_seed(seed: int, batch: int) -> int:
     return (seed * 100_003 + batch) % (2**31 - 1)
 
 
+@dataclasses.dataclass
+class _Sums:
+    """Sums over the hold-out images of one evaluation pass."""
+
+    terms: dict[str, float] = dataclasses.field(
+        default_factory=lambda: {"loss": 0.0, "reconstruction": 0.0, "penalty": 0.0})
+    sharpness: dict[str, float] = dataclasses.field(
+        default_factory=lambda: {"reconstruction": 0.0, "prior_samples": 0.0, "holdout": 0.0})
+    supports: list[np.ndarray] = dataclasses.field(default_factory=list)
+    count: int = 0
+
+
+class _FeatureStats:
+    """The FID's feature statistics of the hold-out images, their reconstructions and the
+    prior samples. The hold-out images' statistics are taken from ``stats_cache`` when
+    it has them for ``key``, and stored in it otherwise."""
+
+    def __init__(self, network: metrics.FIDNetwork | None, stats_cache: dict | None, key):
+        self.network, self.cache, self.key = network, stats_cache, key
+        self.real = (stats_cache or {}).get(key) if network is not None else None
+        self.compute_real = network is not None and self.real is None
+        if self.compute_real:
+            self.real = metrics.GaussianStats()
+        self.fakes = {"reconstruction": metrics.GaussianStats(), "prior_samples": metrics.GaussianStats()}
+
+    def update(self, x, recon, samples) -> None:
+        if self.network is None:
+            return
+        if self.compute_real:
+            self.real.update(self.network(x))
+        self.fakes["reconstruction"].update(self.network(recon))
+        self.fakes["prior_samples"].update(self.network(samples))
+
+    def results(self, name: str, skipped: str | None) -> dict[str, Any]:
+        """The ``fid`` entry of the metrics; keeps the hold-out statistics in the cache."""
+        if self.compute_real and self.cache is not None:
+            self.cache[self.key] = self.real
+        out: dict[str, Any] = {"network": name}
+        if self.network is None:
+            return {**out, **{key: {"fid": None, "network": name, "skipped": skipped} for key in self.fakes}}
+        out["description"] = self.network.description
+        for key, fake in self.fakes.items():
+            out[key] = metrics.fid_from_stats(self.real, fake, self.network)
+        return out
+
+
+def _measure(model: models.LatentVariableModel, holdout, seed: int, features: _FeatureStats) -> _Sums:
+    """One pass over the hold-out batches: loss terms, sharpness, supports, features."""
+    sums = _Sums()
+    for i, x in enumerate(holdout):
+        n = int(x.shape[0])
+        terms = model.compute_terms(x)
+        for key in sums.terms:
+            sums.terms[key] += float(terms[key]) * n
+        recon = model.reconstruct(x)
+        samples = model.generate(n, seed=_sample_seed(seed, i))
+        for key, images in (("reconstruction", recon), ("prior_samples", samples), ("holdout", x)):
+            sums.sharpness[key] += float(np.sum(metrics.sharpness_per_image(images)))
+        if isinstance(model, models.EVAE):
+            sums.supports.append(terms["params"]["support"].numpy())
+        features.update(x, recon, samples)
+        sums.count += n
+    return sums
+
+
+def _support(model: models.LatentVariableModel, sums: _Sums) -> dict[str, Any] | None:
+    if not isinstance(model, models.EVAE):
+        return None
+    return {
+        "mode": model.support,
+        "prior": _summary_stats(model.prior_support().numpy()),
+        "posterior_holdout": _summary_stats(np.concatenate(sums.supports)),
+    }
+
+
+def _result(workdir, config: TrainConfig, model: models.LatentVariableModel, sums: _Sums, *,
+            batch_size: int, sample_seed: int, fid_requested: str | None, fid: dict[str, Any]
+            ) -> dict[str, Any]:
+    """The metrics of one evaluation pass, as ``metrics.json`` holds them."""
+    return {
+        "workdir": str(Path(workdir)), "dataset": config.dataset, "model": config.model.kind,
+        "latent_dim": config.model.latent_dim, "seed": config.seed, "epochs": epochs_trained(workdir),
+        "num_images": sums.count, "batch_size": batch_size, "sample_seed": sample_seed,
+        "holdout": {**{k: v / sums.count for k, v in sums.terms.items()}, "penalty_name": model.penalty_name},
+        "sharpness": {k: v / sums.count for k, v in sums.sharpness.items()},
+        "fid_requested": fid_requested,
+        "fid": fid,
+        "support": _support(model, sums),
+    }
+
+
 def evaluate_run(
-    workdir: str | os.PathLike[str],
-    *,
-    fid: str | metrics.FIDNetwork | None = "inception2015",
-    fid_weights: str | os.PathLike[str] | None = None,
-    num_images: int | None = None,
-    batch_size: int | None = None,
-    data_dir: str | os.PathLike[str] | None = None,
-    cache_dir: str | os.PathLike[str] | None = None,
-    seed: int | None = None,
-    stats_cache: dict | None = None,
-    write: bool = True,
+    workdir: str | os.PathLike[str], *, fid: str | metrics.FIDNetwork | None = "inception2015",
+    fid_weights: str | os.PathLike[str] | None = None, num_images: int | None = None,
+    batch_size: int | None = None, data_dir: str | os.PathLike[str] | None = None,
+    cache_dir: str | os.PathLike[str] | None = None, seed: int | None = None,
+    stats_cache: dict | None = None, write: bool = True,
 ) -> dict[str, Any]:
     """Evaluates the run in ``workdir`` on its hold-out split (see the module docstring).
 
@@ -157,89 +236,28 @@ def evaluate_run(
       evae_tf.data.DataNotFoundError: the dataset cannot be found.
     """
     start = time.monotonic()
-    workdir = Path(workdir)
     config, model = load_run(workdir)
-    dataset = config.dataset
     data_dir = data_dir if data_dir is not None else config.data_dir
     batch_size = batch_size or config.batch_size
     seed = config.seed if seed is None else seed
     if num_images is not None and num_images < 1:
         raise ValueError(f"num_images must be positive. Received: num_images={num_images}")
-
     network, network_name, skipped = resolve_fid_network(
-        fid, weights=fid_weights, dataset=dataset, data_dir=data_dir, cache_dir=cache_dir)
-    cache_key = (dataset, str(data_dir), num_images, id(network))
-    real_stats = (stats_cache or {}).get(cache_key) if network is not None else None
-    compute_real = network is not None and real_stats is None
-    if compute_real:
-        real_stats = metrics.GaussianStats()
-    recon_stats, prior_stats = metrics.GaussianStats(), metrics.GaussianStats()
-
-    holdout = data_lib.load(dataset, "holdout", batch_size=batch_size, data_dir=data_dir,
+        fid, weights=fid_weights, dataset=config.dataset, data_dir=data_dir, cache_dir=cache_dir)
+    features = _FeatureStats(network, stats_cache, (config.dataset, str(data_dir), num_images, id(network)))
+    holdout = data_lib.load(config.dataset, "holdout", batch_size=batch_size, data_dir=data_dir,
                             take=num_images, cache=False)
     keras.utils.set_random_seed(seed)
-    totals = {"loss": 0.0, "reconstruction": 0.0, "penalty": 0.0}
-    sharp = {"reconstruction": 0.0, "prior_samples": 0.0, "holdout": 0.0}
-    supports: list[np.ndarray] = []
-    count = 0
-    for i, x in enumerate(holdout):
-        n = int(x.shape[0])
-        terms = model.compute_terms(x)
-        for key in totals:
-            totals[key] += float(terms[key]) * n
-        recon = model.reconstruct(x)
-        samples = model.generate(n, seed=_sample_seed(seed, i))
-        sharp["reconstruction"] += float(np.sum(metrics.sharpness_per_image(recon)))
-        sharp["prior_samples"] += float(np.sum(metrics.sharpness_per_image(samples)))
-        sharp["holdout"] += float(np.sum(metrics.sharpness_per_image(x)))
-        if isinstance(model, models.EVAE):
-            supports.append(terms["params"]["support"].numpy())
-        if network is not None:
-            if compute_real:
-                real_stats.update(network(x))
-            recon_stats.update(network(recon))
-            prior_stats.update(network(samples))
-        count += n
-    if count == 0:
-        raise EvaluationError(f"The hold-out split of {dataset} is empty.")
-    if compute_real and stats_cache is not None:
-        stats_cache[cache_key] = real_stats
-
-    fid_results: dict[str, Any] = {"network": network_name}
-    if network is not None:
-        fid_results["description"] = network.description
-        for key, fake in (("reconstruction", recon_stats), ("prior_samples", prior_stats)):
-            fid_results[key] = metrics.fid_from_stats(real_stats, fake, network)
-    else:
-        for key in ("reconstruction", "prior_samples"):
-            fid_results[key] = {"fid": None, "network": network_name, "skipped": skipped}
-
-    result: dict[str, Any] = {
-        "workdir": str(workdir),
-        "dataset": dataset,
-        "model": config.model.kind,
-        "latent_dim": config.model.latent_dim,
-        "seed": config.seed,
-        "epochs": epochs_trained(workdir),
-        "num_images": count,
-        "batch_size": batch_size,
-        "sample_seed": seed,
-        "holdout": {**{k: v / count for k, v in totals.items()}, "penalty_name": model.penalty_name},
-        "sharpness": {k: v / count for k, v in sharp.items()},
-        "fid_requested": fid if isinstance(fid, str) or fid is None else network_name,
-        "fid": fid_results,
-        "support": None,
-    }
-    if isinstance(model, models.EVAE):
-        result["support"] = {
-            "mode": model.support,
-            "prior": _summary_stats(model.prior_support().numpy()),
-            "posterior_holdout": _summary_stats(np.concatenate(supports)),
-        }
+    sums = _measure(model, holdout, seed, features)
+    if sums.count == 0:
+        raise EvaluationError(f"The hold-out split of {config.dataset} is empty.")
+    result = _result(workdir, config, model, sums, batch_size=batch_size, sample_seed=seed,
+                     fid_requested=fid if isinstance(fid, str) or fid is None else network_name,
+                     fid=features.results(network_name, skipped))
     result["evaluation_seconds"] = time.monotonic() - start
     result["evaluated_at"] = datetime.datetime.now().isoformat(timespec="seconds")
     if write:
-        write_json_atomic(str(workdir / METRICS_FILE), result)
+        write_json_atomic(RunDir(workdir).metrics_file, result)
     return result
 
 
@@ -278,5 +296,5 @@ def summary(result: dict[str, Any]) -> str:
         prior, post = result["support"]["prior"], result["support"]["posterior_holdout"]
         lines.append(f"  EVAE support B: prior mean {prior['mean']:.4g}; hold-out posterior median "
                      f"{post['q50']:.4g} (5%-95%: {post['q05']:.4g}-{post['q95']:.4g})")
-    lines.append(f"  metrics       : {Path(result['workdir']) / METRICS_FILE}")
+    lines.append(f"  metrics       : {RunDir(result['workdir']).metrics_file}")
     return "\n".join(lines)

@@ -95,25 +95,8 @@ def _sqrtm(matrix: np.ndarray) -> np.ndarray:
         return linalg.sqrtm(matrix)
 
 
-def frechet_distance(mu1, sigma1, mu2, sigma2, eps: float = 1e-6) -> float:
-    """Fréchet distance between ``N(mu1, sigma1)`` and ``N(mu2, sigma2)``.
-
-        d^2 = |mu1 - mu2|^2 + Tr(sigma1 + sigma2 - 2 (sigma1 sigma2)^(1/2))
-
-    Computed in float64 with ``scipy.linalg.sqrtm``. When the product is (nearly)
-    singular and its root comes out non-finite, ``eps * I`` is added to both
-    covariances and the root is taken again (as TTUR and pytorch-fid do). Imaginary
-    parts of the root from round-off are dropped; larger ones (``> 1e-3``) raise.
-
-    Args:
-      mu1, mu2: means, shape ``[D]``.
-      sigma1, sigma2: covariances, shape ``[D, D]``.
-      eps: the diagonal offset of the retry.
-
-    Raises:
-      ValueError: mismatched or malformed shapes, non-finite inputs, or a root with an
-        imaginary part above 1e-3 (the covariances are not positive semi-definite).
-    """
+def _gaussians(mu1, sigma1, mu2, sigma2) -> tuple[np.ndarray, ...]:
+    """The two Gaussians' parameters as float64 arrays, with their shapes and values checked."""
     mu1 = np.atleast_1d(np.asarray(mu1, np.float64))
     mu2 = np.atleast_1d(np.asarray(mu2, np.float64))
     sigma1 = np.atleast_2d(np.asarray(sigma1, np.float64))
@@ -133,7 +116,30 @@ def frechet_distance(mu1, sigma1, mu2, sigma2, eps: float = 1e-6) -> float:
     for name, value in (("mu1", mu1), ("mu2", mu2), ("sigma1", sigma1), ("sigma2", sigma2)):
         if not np.isfinite(value).all():
             raise ValueError(f"`{name}` has non-finite entries.")
+    return mu1, sigma1, mu2, sigma2
 
+
+def frechet_distance(mu1, sigma1, mu2, sigma2, eps: float = 1e-6) -> float:
+    """Fréchet distance between ``N(mu1, sigma1)`` and ``N(mu2, sigma2)``.
+
+        d^2 = |mu1 - mu2|^2 + Tr(sigma1 + sigma2 - 2 (sigma1 sigma2)^(1/2))
+
+    Computed in float64 with ``scipy.linalg.sqrtm``. When the product is (nearly)
+    singular and its root comes out non-finite, ``eps * I`` is added to both
+    covariances and the root is taken again (as TTUR and pytorch-fid do). Imaginary
+    parts of the root from round-off are dropped; larger ones (``> 1e-3``) raise.
+
+    Args:
+      mu1, mu2: means, shape ``[D]``.
+      sigma1, sigma2: covariances, shape ``[D, D]``.
+      eps: the diagonal offset of the retry.
+
+    Raises:
+      ValueError: mismatched or malformed shapes, non-finite inputs, or a root with an
+        imaginary part above 1e-3 (the covariances are not positive semi-definite).
+    """
+    mu1, sigma1, mu2, sigma2 = _gaussians(mu1, sigma1, mu2, sigma2)
+    dim = mu1.shape[0]
     diff = mu1 - mu2
     covmean = _sqrtm(sigma1 @ sigma2)
     if not np.isfinite(covmean).all():

@@ -41,6 +41,7 @@ from evae_tf import data as data_lib
 from evae_tf import evaluation, figures, metrics, training
 from evae_tf.config import MODEL_KINDS, ModelConfig, TrainConfig, write_json_atomic
 from evae_tf.files import write_text_atomic
+from evae_tf.rundir import RunDir, RunDirError
 
 log = logging.getLogger(__name__)
 
@@ -144,13 +145,14 @@ def _read_json(path: Path) -> dict[str, Any] | None:
 
 def is_trained(workdir: Path, epochs: int) -> bool:
     """Whether the run has its final model and at least ``epochs`` finished epochs."""
-    done = evaluation.epochs_trained(workdir)
-    return (workdir / training.MODEL_FILE).is_file() and done is not None and done >= epochs
+    run = RunDir(workdir)
+    done = run.epochs_done()
+    return run.model_file.is_file() and done is not None and done >= epochs
 
 
 def needs_evaluation(workdir: Path, fid: str, num_images: int | None, fid_available: bool) -> bool:
     """Whether ``metrics.json`` is missing, older than ``model.keras``, or from other settings."""
-    path, model = workdir / evaluation.METRICS_FILE, workdir / training.MODEL_FILE
+    path, model = RunDir(workdir).metrics_file, RunDir(workdir).model_file
     previous = _read_json(path)
     if previous is None or path.stat().st_mtime <= model.stat().st_mtime:
         return True
@@ -224,6 +226,28 @@ def reproduce(
     A cell whose training fails (e.g. a non-finite loss) is reported as failed and the
     grid goes on. KeyboardInterrupt stops the grid; re-running resumes it.
     """
+    latent_dims, models = _check_grid(dataset, latent_dims, models, seeds)
+    out = Path(out) if out is not None else Path("reports") / dataset
+    (out / "runs").mkdir(parents=True, exist_ok=True)
+    network, network_name, skipped = evaluation.resolve_fid_network(
+        fid, weights=fid_weights, dataset=dataset, data_dir=data_dir, cache_dir=cache_dir)
+    train_kwargs = dict(epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
+                        steps_per_epoch=steps_per_epoch, data_dir=data_dir, verbose=verbose)
+    evaluate_kwargs = dict(fid=network if network is not None else fid, fid_weights=fid_weights,
+                           num_images=num_images, data_dir=data_dir, cache_dir=cache_dir, stats_cache={})
+    results = [_run_cell(cell, out / "runs" / cell.name, train_kwargs, evaluate_kwargs, fid=fid,
+                         fid_available=network is not None)
+               for cell in grid(dataset, latent_dims, models, seeds)]
+    report = write_report(out, dataset, results, epochs=epochs, seeds=seeds,
+                          fid_network=network_name, fid_description=getattr(network, "description", None),
+                          fid_skipped=skipped, data_dir=data_dir, command=command)
+    return ReproduceResult(out, report, results, network_name, skipped)
+
+
+def _check_grid(dataset: str, latent_dims: Sequence[int], models: Sequence[str],
+                seeds: int) -> tuple[list[int], list[str]]:
+    """The grid's d_z values (sorted, unique) and model kinds (in ``MODEL_KINDS`` order),
+    checked."""
     data_lib.image_shape(dataset)
     unknown = sorted(set(models) - set(MODEL_KINDS))
     if unknown or not models:
@@ -232,49 +256,34 @@ def reproduce(
         raise ValueError(f"latent_dims must be positive integers. Received: {list(latent_dims)}")
     if seeds < 1:
         raise ValueError(f"seeds must be positive. Received: seeds={seeds}")
-    latent_dims = sorted({int(d) for d in latent_dims})
-    models = [m for m in MODEL_KINDS if m in models]
-    out = Path(out) if out is not None else Path("reports") / dataset
-    (out / "runs").mkdir(parents=True, exist_ok=True)
+    return sorted({int(d) for d in latent_dims}), [m for m in MODEL_KINDS if m in models]
 
-    network, network_name, skipped = evaluation.resolve_fid_network(
-        fid, weights=fid_weights, dataset=dataset, data_dir=data_dir, cache_dir=cache_dir)
-    stats_cache: dict = {}
-    results: list[CellResult] = []
-    for cell in grid(dataset, latent_dims, models, seeds):
-        workdir = out / "runs" / cell.name
-        result = CellResult(cell, workdir, "complete")
-        if not is_trained(workdir, epochs):
-            log.info("Training %s (%d epochs)", cell.name, epochs)
-            try:
-                _train_cell(cell, workdir, epochs=epochs, batch_size=batch_size,
-                            learning_rate=learning_rate, steps_per_epoch=steps_per_epoch,
-                            data_dir=data_dir, verbose=verbose)
-                result.trained_now = True
-            except training.TrainingError as e:
-                log.error("%s failed: %s", cell.name, e)
-                result.status, result.error = "failed", str(e)
-                results.append(result)
-                continue
-        else:
-            log.info("%s: already trained; not training again.", cell.name)
-        result.train_seconds = (_read_json(workdir / TIMING_FILE) or {}).get("train_seconds")
-        if needs_evaluation(workdir, fid, num_images, network is not None):
-            log.info("Evaluating %s", cell.name)
-            result.metrics = evaluation.evaluate_run(
-                workdir, fid=network if network is not None else fid, fid_weights=fid_weights,
-                num_images=num_images, data_dir=data_dir, cache_dir=cache_dir,
-                stats_cache=stats_cache)
-            result.evaluated_now = True
-        else:
-            log.info("%s: metrics.json is up to date; not evaluating again.", cell.name)
-            result.metrics = _read_json(workdir / evaluation.METRICS_FILE)
-        results.append(result)
 
-    report = write_report(out, dataset, results, epochs=epochs, seeds=seeds,
-                          fid_network=network_name, fid_description=getattr(network, "description", None),
-                          fid_skipped=skipped, data_dir=data_dir, command=command)
-    return ReproduceResult(out, report, results, network_name, skipped)
+def _run_cell(cell: Cell, workdir: Path, train_kwargs: dict[str, Any], evaluate_kwargs: dict[str, Any],
+              *, fid: str, fid_available: bool) -> CellResult:
+    """Trains the cell unless it is trained, then evaluates it unless its metrics are up to date."""
+    result = CellResult(cell, workdir, "complete")
+    epochs = train_kwargs["epochs"]
+    if not is_trained(workdir, epochs):
+        log.info("Training %s (%d epochs)", cell.name, epochs)
+        try:
+            _train_cell(cell, workdir, **train_kwargs)
+            result.trained_now = True
+        except (training.TrainingError, RunDirError) as e:
+            log.error("%s failed: %s", cell.name, e)
+            result.status, result.error = "failed", str(e)
+            return result
+    else:
+        log.info("%s: already trained; not training again.", cell.name)
+    result.train_seconds = (_read_json(workdir / TIMING_FILE) or {}).get("train_seconds")
+    if needs_evaluation(workdir, fid, evaluate_kwargs["num_images"], fid_available):
+        log.info("Evaluating %s", cell.name)
+        result.metrics = evaluation.evaluate_run(workdir, **evaluate_kwargs)
+        result.evaluated_now = True
+    else:
+        log.info("%s: metrics.json is up to date; not evaluating again.", cell.name)
+        result.metrics = _read_json(RunDir(workdir).metrics_file)
+    return result
 
 
 # --------------------------------------------------------------------------- the report
@@ -310,7 +319,7 @@ def validation_curve(workdir: Path, tag: str = VALIDATION_TAG) -> tuple[list[int
 
     Epochs count from 1; when a resumed run wrote an epoch twice, the last value wins.
     """
-    logdir = workdir / training.LOG_DIR / "validation"
+    logdir = RunDir(workdir).log_dir / "validation"
     if not logdir.is_dir():
         return [], []
     acc = EventAccumulator(str(logdir), size_guidance={"tensors": 0, "scalars": 0})
@@ -368,7 +377,7 @@ def _csv_row(r: CellResult) -> dict[str, Any]:
 
 def _figures(out: Path, dataset: str, results: list[CellResult], data_dir) -> dict[str, str]:
     """The PNG figures at the largest d_z (first seed); returns name → relative path."""
-    done = [r for r in results if r.status != "failed" and (r.workdir / training.MODEL_FILE).is_file()]
+    done = [r for r in results if r.status != "failed" and RunDir(r.workdir).model_file.is_file()]
     if not done:
         return {}
     largest = max(r.cell.latent_dim for r in done)
@@ -376,7 +385,7 @@ def _figures(out: Path, dataset: str, results: list[CellResult], data_dir) -> di
     chosen = {r.cell.model: r for r in done
               if r.cell.latent_dim == largest and r.cell.seed == first_seed}
     order = [m for m in TABLE_MODELS if m in chosen]
-    loaded = {m: keras.models.load_model(chosen[m].workdir / training.MODEL_FILE) for m in order}
+    loaded = {m: keras.models.load_model(RunDir(chosen[m].workdir).model_file) for m in order}
     holdout = data_lib.load_arrays(dataset, "holdout", data_dir=data_dir, take=FIGURE_IMAGES,
                                    batch_size=FIGURE_IMAGES)
     paths: dict[str, str] = {}
@@ -411,44 +420,54 @@ def _figures(out: Path, dataset: str, results: list[CellResult], data_dir) -> di
     return paths
 
 
-def write_report(out: Path, dataset: str, results: list[CellResult], *, epochs: int, seeds: int,
-                 fid_network: str, fid_description: str | None, fid_skipped: str | None,
-                 data_dir=None, command: str | None = None) -> Path:
-    """Writes ``results.csv``, ``validation_curves.csv``, the figures and ``report.md``."""
-    out = Path(out)
-    (out / "figures").mkdir(parents=True, exist_ok=True)
-    write_text_atomic(out / "results.csv", _csv_text([_csv_row(r) for r in results], CSV_COLUMNS))
+class _Table:
+    """The evaluated cells of a grid, looked up by (model, d_z)."""
 
+    def __init__(self, results: list[CellResult]):
+        self.results = results
+        self.dims = sorted({r.cell.latent_dim for r in results})
+        self.by_cell: dict[tuple[str, int], list[CellResult]] = {}
+        for r in results:
+            self.by_cell.setdefault((r.cell.model, r.cell.latent_dim), []).append(r)
+        self.evaluated = [r.metrics for r in results if r.metrics]
+
+    def values(self, model: str, dz: int, *keys) -> list[float | None]:
+        return [_get(r.metrics, *keys) for r in self.by_cell.get((model, dz), []) if r.metrics]
+
+    def mean_sd(self, model: str, dz: int, digits: int, *keys) -> str:
+        return _mean_sd(self.values(model, dz, *keys), digits)
+
+    def cells(self):
+        """``(d_z, model)`` of every cell the grid has, in the paper's order."""
+        return [(dz, m) for dz in self.dims for m in TABLE_MODELS if (m, dz) in self.by_cell]
+
+
+def _write_csvs(out: Path, results: list[CellResult]) -> None:
+    write_text_atomic(out / "results.csv", _csv_text([_csv_row(r) for r in results], CSV_COLUMNS))
     curve_rows = []
     for r in results:
         for epoch, value in zip(*validation_curve(r.workdir), strict=True):
             curve_rows.append({"model": r.cell.model, "latent_dim": r.cell.latent_dim,
                                "seed": r.cell.seed, "epoch": epoch, "reconstruction": value})
     write_text_atomic(out / "validation_curves.csv",
-                _csv_text(curve_rows, ("model", "latent_dim", "seed", "epoch", "reconstruction")))
-    figure_paths = _figures(out, dataset, results, data_dir)
+                      _csv_text(curve_rows, ("model", "latent_dim", "seed", "epoch", "reconstruction")))
 
-    title = DATASET_TITLES.get(dataset, dataset)
-    table_name, paper = PAPER_RESULTS.get(dataset, ("", {}))
-    dims = sorted({r.cell.latent_dim for r in results})
-    by_cell: dict[tuple[str, int], list[CellResult]] = {}
-    for r in results:
-        by_cell.setdefault((r.cell.model, r.cell.latent_dim), []).append(r)
 
-    def values(model: str, dz: int, *keys) -> list[float | None]:
-        return [_get(r.metrics, *keys) for r in by_cell.get((model, dz), []) if r.metrics]
-
-    evaluated = [r.metrics for r in results if r.metrics]
-    num_images = sorted({m["num_images"] for m in evaluated})
-    fid_label = f"FID [{fid_network}]"
+def _intro_lines(dataset: str, table: _Table, *, epochs: int, seeds: int, fid_network: str,
+                 fid_description: str | None, fid_skipped: str | None, command: str | None) -> list[str]:
+    """The title and the settings: grid, images, FID network and its caveats, failures."""
+    results = table.results
+    table_name = PAPER_RESULTS.get(dataset, ("", {}))[0]
+    num_images = sorted({m["num_images"] for m in table.evaluated})
+    models_run = [MODEL_TITLES[m] for m in TABLE_MODELS if any(r.cell.model == m for r in results)]
     lines = [
-        f"# EVAE vs VAE on {title}: reproduction of the paper's {table_name or 'experiments'}",
+        f"# EVAE vs VAE on {DATASET_TITLES.get(dataset, dataset)}: reproduction of the paper's "
+        f"{table_name or 'experiments'}",
         "",
         f"Generated {datetime.datetime.now().isoformat(timespec='seconds')}"
         + (f" by `{command}`" if command else "") + ".",
         "",
-        f"- Grid: d_z ∈ {{{', '.join(map(str, dims))}}}, models "
-        f"{', '.join(MODEL_TITLES[m] for m in TABLE_MODELS if any(r.cell.model == m for r in results))}, "
+        f"- Grid: d_z ∈ {{{', '.join(map(str, table.dims))}}}, models {', '.join(models_run)}, "
         f"{seeds} seed(s) (0..{seeds - 1}), {epochs} epoch(s) each; the paper: 50 epochs, batch 100, "
         "Adam 1e-4.",
         f"- Hold-out images per evaluation: {', '.join(map(str, num_images)) or 'none'}.",
@@ -463,12 +482,16 @@ def write_report(out: Path, dataset: str, results: list[CellResult], *, epochs: 
     if fid_network != "inception2015" and not fid_skipped:
         lines.append(f"- Our FIDs use `{fid_network}`, not the paper's Inception-v3 features: compare "
                      "them between VAE and EVAE, not with the paper's FID column.")
-    failed = [r for r in results if r.status == "failed"]
-    for r in failed:
-        lines.append(f"- **{r.cell.name} failed**: {r.error}")
-    lines += [
-        "- Ours: mean ± sd over seeds (sd omitted for one seed). Sharpness: variance of the "
-        "Laplace-filtered grayscale image, averaged over images (larger is sharper).",
+    lines += [f"- **{r.cell.name} failed**: {r.error}" for r in results if r.status == "failed"]
+    lines.append("- Ours: mean ± sd over seeds (sd omitted for one seed). Sharpness: variance of the "
+                 "Laplace-filtered grayscale image, averaged over images (larger is sharper).")
+    return lines
+
+
+def _reconstruction_lines(dataset: str, table: _Table, fid_label: str) -> list[str]:
+    """Ours beside the paper's numbers, in the layout of the paper's table."""
+    table_name = PAPER_RESULTS.get(dataset, ("", {}))[0]
+    lines = [
         "",
         f"## Hold-out reconstructions ({table_name or 'paper'} layout)",
         "",
@@ -481,53 +504,61 @@ def write_report(out: Path, dataset: str, results: list[CellResult], *, epochs: 
         t = MODEL_TITLES[m]
         header += [f"{t} {fid_label} ours", f"{t} FID paper", f"{t} sharpness ours", f"{t} sharpness paper"]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for dz in dims:
+    for dz in table.dims:
         row = [str(dz)]
         for m in TABLE_MODELS:
-            row += [_mean_sd(values(m, dz, "fid", "reconstruction", "fid"), 2), _paper(dataset, dz, m, 0),
-                    _mean_sd(values(m, dz, "sharpness", "reconstruction"), 4), _paper(dataset, dz, m, 1)]
+            row += [table.mean_sd(m, dz, 2, "fid", "reconstruction", "fid"), _paper(dataset, dz, m, 0),
+                    table.mean_sd(m, dz, 4, "sharpness", "reconstruction"), _paper(dataset, dz, m, 1)]
         lines.append("| " + " | ".join(row) + " |")
-    holdout_sharpness = sorted({_get(m, "sharpness", "holdout") for m in evaluated} - {None})
-    lines += ["", f"For scale: the sharpness of the real hold-out images is "
-              f"{', '.join(f'{v:.4f}' for v in holdout_sharpness) or 'n/a'}.", ""]
+    holdout_sharpness = sorted({_get(m, "sharpness", "holdout") for m in table.evaluated} - {None})
+    return lines + ["", f"For scale: the sharpness of the real hold-out images is "
+                    f"{', '.join(f'{v:.4f}' for v in holdout_sharpness) or 'n/a'}.", ""]
 
-    if paper:
-        lines += [f"## The paper's {table_name} ({title}), for reference", "",
-                  "FID (Inception-v3) and sharpness of hold-out reconstructions after 50 epochs.", "",
-                  "| d_z | VAE FID | VAE sharpness | EVAE FID | EVAE sharpness |", "|---|---|---|---|---|"]
-        for dz, cells in sorted(paper.items()):
-            v, e = cells["vae"], cells["evae"]
-            lines.append(f"| {dz} | {v[0]} | {v[1]} | {e[0]} | {e[1]} |")
-        lines.append("")
 
-    lines += ["## Beyond the paper", "",
-              "### Prior samples", "",
-              "Unconditional samples (VAE: z ~ N(0, I); EVAE: z ~ Unif[-B_prior/2, B_prior/2]^d), as many "
-              "as hold-out images. The paper reports reconstructions only.", "",
-              f"| d_z | model | {fid_label} prior samples | sharpness prior samples |", "|---|---|---|---|"]
-    for dz in dims:
-        for m in TABLE_MODELS:
-            if (m, dz) in by_cell:
-                lines.append(f"| {dz} | {MODEL_TITLES[m]} | "
-                             f"{_mean_sd(values(m, dz, 'fid', 'prior_samples', 'fid'), 2)} | "
-                             f"{_mean_sd(values(m, dz, 'sharpness', 'prior_samples'), 4)} |")
+def _paper_lines(dataset: str) -> list[str]:
+    """The paper's table for the dataset, as printed (none for datasets it does not report)."""
+    table_name, paper = PAPER_RESULTS.get(dataset, ("", {}))
+    if not paper:
+        return []
+    lines = [f"## The paper's {table_name} ({DATASET_TITLES.get(dataset, dataset)}), for reference", "",
+             "FID (Inception-v3) and sharpness of hold-out reconstructions after 50 epochs.", "",
+             "| d_z | VAE FID | VAE sharpness | EVAE FID | EVAE sharpness |", "|---|---|---|---|---|"]
+    for dz, cells in sorted(paper.items()):
+        v, e = cells["vae"], cells["evae"]
+        lines.append(f"| {dz} | {v[0]} | {v[1]} | {e[0]} | {e[1]} |")
+    return lines + [""]
+
+
+def _beyond_lines(table: _Table, fid_label: str) -> list[str]:
+    """Prior samples and the hold-out loss, which the paper does not tabulate."""
+    lines = ["## Beyond the paper", "",
+             "### Prior samples", "",
+             "Unconditional samples (VAE: z ~ N(0, I); EVAE: z ~ Unif[-B_prior/2, B_prior/2]^d), as many "
+             "as hold-out images. The paper reports reconstructions only.", "",
+             f"| d_z | model | {fid_label} prior samples | sharpness prior samples |", "|---|---|---|---|"]
+    for dz, m in table.cells():
+        lines.append(f"| {dz} | {MODEL_TITLES[m]} | "
+                     f"{table.mean_sd(m, dz, 2, 'fid', 'prior_samples', 'fid')} | "
+                     f"{table.mean_sd(m, dz, 4, 'sharpness', 'prior_samples')} |")
     lines += ["", "### Hold-out loss", "",
               "Means per image over the hold-out set: reconstruction = BCE summed over pixels; "
               "penalty = EVAE kernel term 3B/(5nr) summed over d_z, or VAE KL.", "",
               "| d_z | model | loss | reconstruction | penalty |", "|---|---|---|---|---|"]
-    for dz in dims:
-        for m in TABLE_MODELS:
-            if (m, dz) in by_cell:
-                lines.append(f"| {dz} | {MODEL_TITLES[m]} | {_mean_sd(values(m, dz, 'holdout', 'loss'), 2)} | "
-                             f"{_mean_sd(values(m, dz, 'holdout', 'reconstruction'), 2)} | "
-                             f"{_mean_sd(values(m, dz, 'holdout', 'penalty'), 3)} |")
-    lines += ["", "### The EVAE's support B", "",
-              "B_prior: the prior's support length per latent dimension (the running mean of the "
-              "learned B, or the fixed B). Posterior B: the encoder's B over the hold-out images "
-              "(all images and dimensions). The penalty is smallest as B → its floor, so learned B "
-              "tends to shrink.", "",
-              "| d_z | seed | mode | B_prior mean [min, max] | posterior B median [5%, 95%] |",
-              "|---|---|---|---|---|"]
+    for dz, m in table.cells():
+        lines.append(f"| {dz} | {MODEL_TITLES[m]} | {table.mean_sd(m, dz, 2, 'holdout', 'loss')} | "
+                     f"{table.mean_sd(m, dz, 2, 'holdout', 'reconstruction')} | "
+                     f"{table.mean_sd(m, dz, 3, 'holdout', 'penalty')} |")
+    return lines
+
+
+def _support_lines(results: list[CellResult]) -> list[str]:
+    lines = ["", "### The EVAE's support B", "",
+             "B_prior: the prior's support length per latent dimension (the running mean of the "
+             "learned B, or the fixed B). Posterior B: the encoder's B over the hold-out images "
+             "(all images and dimensions). The penalty is smallest as B → its floor, so learned B "
+             "tends to shrink.", "",
+             "| d_z | seed | mode | B_prior mean [min, max] | posterior B median [5%, 95%] |",
+             "|---|---|---|---|---|"]
     for r in results:
         support = _get(r.metrics, "support")
         if r.cell.model == "evae" and support:
@@ -535,28 +566,61 @@ def write_report(out: Path, dataset: str, results: list[CellResult], *, epochs: 
             lines.append(f"| {r.cell.latent_dim} | {r.cell.seed} | {support['mode']} | "
                          f"{p['mean']:.4g} [{p['min']:.4g}, {p['max']:.4g}] | "
                          f"{q['q50']:.4g} [{q['q05']:.4g}, {q['q95']:.4g}] |")
-    lines += ["", "### Cells and run time", "",
-              "| cell | status | epochs | train time | evaluation time | run directory |",
-              "|---|---|---|---|---|---|"]
+    return lines
+
+
+def _cells_lines(out: Path, results: list[CellResult]) -> list[str]:
+    lines = ["", "### Cells and run time", "",
+             "| cell | status | epochs | train time | evaluation time | run directory |",
+             "|---|---|---|---|---|---|"]
     for r in results:
         train_s = f"{r.train_seconds:.0f} s" if r.train_seconds is not None else "n/a"
         eval_s = _get(r.metrics, "evaluation_seconds")
         eval_s = f"{eval_s:.0f} s" if eval_s is not None else "n/a"
         status = r.status if r.error is None else "failed"
+        where = r.workdir.relative_to(out) if r.workdir.is_relative_to(out) else r.workdir
         lines.append(f"| {r.cell.name} | {status} | {_get(r.metrics, 'epochs') or 'n/a'} | {train_s} | "
-                     f"{eval_s} | `{r.workdir.relative_to(out) if r.workdir.is_relative_to(out) else r.workdir}` |")
-    if figure_paths:
-        lines += ["", "## Figures", ""]
-        captions = {
-            "reconstructions": "Hold-out images (top) and their reconstructions at the largest d_z "
-                               "(the paper's Figures S2-S5).",
-            "prior_samples": "Prior samples of each model at the largest d_z.",
-            "validation_reconstruction": "Validation reconstruction loss per epoch at the largest d_z "
-                                         "(the paper's Appendix E; EVAE red, VAE orange). Data: "
-                                         "`validation_curves.csv`.",
-        }
-        for name, path in figure_paths.items():
-            lines += [f"![{name}]({path})", "", captions[name], ""]
+                     f"{eval_s} | `{where}` |")
+    return lines
+
+
+FIGURE_CAPTIONS = {
+    "reconstructions": "Hold-out images (top) and their reconstructions at the largest d_z "
+                       "(the paper's Figures S2-S5).",
+    "prior_samples": "Prior samples of each model at the largest d_z.",
+    "validation_reconstruction": "Validation reconstruction loss per epoch at the largest d_z "
+                                 "(the paper's Appendix E; EVAE red, VAE orange). Data: "
+                                 "`validation_curves.csv`.",
+}
+
+
+def _figure_lines(figure_paths: dict[str, str]) -> list[str]:
+    if not figure_paths:
+        return []
+    lines = ["", "## Figures", ""]
+    for name, path in figure_paths.items():
+        lines += [f"![{name}]({path})", "", FIGURE_CAPTIONS[name], ""]
+    return lines
+
+
+def write_report(out: Path, dataset: str, results: list[CellResult], *, epochs: int, seeds: int,
+                 fid_network: str, fid_description: str | None, fid_skipped: str | None,
+                 data_dir=None, command: str | None = None) -> Path:
+    """Writes ``results.csv``, ``validation_curves.csv``, the figures and ``report.md``."""
+    out = Path(out)
+    (out / "figures").mkdir(parents=True, exist_ok=True)
+    _write_csvs(out, results)
+    figure_paths = _figures(out, dataset, results, data_dir)
+    table = _Table(results)
+    fid_label = f"FID [{fid_network}]"
+    lines = _intro_lines(dataset, table, epochs=epochs, seeds=seeds, fid_network=fid_network,
+                         fid_description=fid_description, fid_skipped=fid_skipped, command=command)
+    lines += _reconstruction_lines(dataset, table, fid_label)
+    lines += _paper_lines(dataset)
+    lines += _beyond_lines(table, fid_label)
+    lines += _support_lines(results)
+    lines += _cells_lines(out, results)
+    lines += _figure_lines(figure_paths)
     lines += ["", "Per-cell numbers: `results.csv`; each cell's `metrics.json` is in its run directory.", ""]
     report = out / "report.md"
     write_text_atomic(report, "\n".join(lines))

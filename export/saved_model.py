@@ -54,21 +54,23 @@ from pathlib import Path
 from typing import Any
 
 from evae_tf.cli import positive
+from evae_tf.rundir import (
+    CHECKPOINT_DIR,
+    CONFIG_FILE,
+    MODEL_FILE,
+    WEIGHTS,
+    RunDir,
+    RunDirError,
+    one_line,
+)
 
 log = logging.getLogger(__name__)
 
 MAX_SAMPLES = 1024
 METADATA_DIR = "assets.extra"
 METADATA_FILE = "evae_model.json"
-WEIGHTS = ("final", "best", "last")
 EXIT_FAILURE = 1
 SERVING_PORT = 8501
-
-# The run directory layout of evae_tf.training, repeated here so that ``--help`` and
-# usage errors need not import TensorFlow.
-CONFIG_FILE = "config.json"
-MODEL_FILE = "model.keras"
-CHECKPOINT_DIR = "checkpoints"
 
 
 class ExportError(Exception):
@@ -76,13 +78,6 @@ class ExportError(Exception):
 
 
 # --- small helpers -------------------------------------------------------------------------
-
-
-def _one_line(error: BaseException | str) -> str:
-    """An exception's message squeezed onto one line (Keras errors span several)."""
-    text = str(error).strip() or type(error).__name__
-    first = " ".join(text.split())
-    return first if len(first) <= 300 else first[:297] + "..."
 
 
 def _version_dirs(base_path: Path) -> list[int]:
@@ -288,7 +283,7 @@ def _make_temp_dir(parent: Path) -> Path:
         except FileExistsError:
             continue
         except OSError as e:
-            raise ExportError(f"cannot write into {parent}: {_one_line(e)}") from None
+            raise ExportError(f"cannot write into {parent}: {one_line(e)}") from None
         return path
     raise ExportError(f"cannot create a temporary directory in {parent}")
 
@@ -322,7 +317,7 @@ def export_decoder(model, export_dir: str | os.PathLike, *, sampler=None, train_
     try:
         parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise ExportError(f"cannot create {parent}: {_one_line(e)}") from None
+        raise ExportError(f"cannot create {parent}: {one_line(e)}") from None
     tmp = _make_temp_dir(parent)
     try:
         archive, signatures = build_archive(model, sampler)
@@ -340,7 +335,7 @@ def export_decoder(model, export_dir: str | os.PathLike, *, sampler=None, train_
         try:
             os.rename(tmp, export_dir)
         except OSError as e:
-            raise ExportError(f"cannot move the export into {export_dir}: {_one_line(e)}") from None
+            raise ExportError(f"cannot move the export into {export_dir}: {one_line(e)}") from None
         _fsync_dir(parent)
     finally:
         if tmp.exists():
@@ -385,24 +380,22 @@ def run_sampler(workdir: Path, model, config, weights: str):
 
 
 def _load_config(workdir: Path):
-    from evae_tf.config import TrainConfig
-
-    path = workdir / CONFIG_FILE
-    if not path.is_file():
+    run = RunDir(workdir)
+    if not run.config_file.is_file():
         raise ExportError(
             f"{workdir} is not a run directory: {CONFIG_FILE} is missing "
             "(pass the --workdir that trainers.fit wrote)"
         )
     try:
-        return TrainConfig.load(str(path))
-    except (OSError, ValueError, TypeError, KeyError) as e:
-        raise ExportError(f"{path} is unreadable or corrupt: {_one_line(e)}") from None
+        return run.read_config()
+    except RunDirError as e:
+        raise ExportError(str(e)) from None
 
 
 def _load_final(workdir: Path):
     import keras
 
-    path = workdir / MODEL_FILE
+    path = RunDir(workdir).weights_file("final")
     if not path.is_file():
         raise ExportError(
             f"{workdir} is not a finished run: {MODEL_FILE} is missing "
@@ -415,15 +408,13 @@ def _load_final(workdir: Path):
     try:
         return keras.saving.load_model(str(path), compile=False)
     except Exception as e:  # Keras raises many types for a corrupt archive
-        raise ExportError(f"{path} is unreadable or corrupt: {_one_line(e)}") from None
+        raise ExportError(f"{path} is unreadable or corrupt: {one_line(e)}") from None
 
 
 def _load_checkpoint(workdir: Path, config, weights: str):
-    import keras
+    from evae_tf.training import build_compiled
 
-    from evae_tf import models
-
-    path = workdir / CHECKPOINT_DIR / f"{weights}.weights.h5"
+    path = RunDir(workdir).weights_file(weights)
     if not path.is_file():
         raise ExportError(
             f"{workdir} has no {weights} weights: {CHECKPOINT_DIR}/{path.name} is missing "
@@ -431,11 +422,9 @@ def _load_checkpoint(workdir: Path, config, weights: str):
             + " or pass --weights final)"
         )
     try:
-        model = models.build(**config.model.build_kwargs())
+        model = build_compiled(config)
     except ValueError as e:
-        raise ExportError(f"{workdir / CONFIG_FILE}: {_one_line(e)}") from None
-    model.compile(optimizer=keras.optimizers.Adam(config.learning_rate))
-    model.optimizer.build(model.trainable_variables)
+        raise ExportError(f"{RunDir(workdir).config_file}: {one_line(e)}") from None
     try:
         with warnings.catch_warnings():
             # Weights of a mixed_float16 run carry LossScaleOptimizer variables too;
@@ -443,14 +432,16 @@ def _load_checkpoint(workdir: Path, config, weights: str):
             warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
             model.load_weights(str(path))
     except Exception as e:  # h5py / Keras raise many types for a bad file
-        raise ExportError(f"{path} is unreadable or corrupt: {_one_line(e)}") from None
+        raise ExportError(f"{path} is unreadable or corrupt: {one_line(e)}") from None
     return model
 
 
 def load_run_model(workdir: str | os.PathLike, weights: str = "final"):
     """``(model, train_config)`` of a run directory, validated; see ``export_run``."""
-    if weights not in WEIGHTS:
-        raise ExportError(f"unknown weights {weights!r}; expected one of: {', '.join(WEIGHTS)}")
+    try:
+        RunDir(workdir).weights_file(weights)
+    except RunDirError as e:
+        raise ExportError(str(e)) from None
     workdir = Path(workdir)
     if not workdir.exists():
         raise ExportError(f"{workdir} does not exist")
@@ -466,7 +457,7 @@ def load_run_model(workdir: str | os.PathLike, weights: str = "final"):
     actual = (kind, tuple(model.image_shape), int(model.latent_dim))
     if actual != expected:
         raise ExportError(
-            f"{workdir / MODEL_FILE} holds a {kind} with image_shape={actual[1]}, latent_dim={actual[2]} "
+            f"{RunDir(workdir).model_file} holds a {kind} with image_shape={actual[1]}, latent_dim={actual[2]} "
             f"but {CONFIG_FILE} describes a {expected[0]} with image_shape={expected[1]}, "
             f"latent_dim={expected[2]}"
         )
@@ -573,7 +564,7 @@ def main(argv: list[str] | None = None) -> int:
         print("Interrupted; nothing was exported.", file=sys.stderr)
         return 130
     except Exception as e:  # never a traceback on the command line
-        print(f"error: export failed: {type(e).__name__}: {_one_line(e)}", file=sys.stderr)
+        print(f"error: export failed: {type(e).__name__}: {one_line(e)}", file=sys.stderr)
         return EXIT_FAILURE
     finally:
         if on_main_thread:

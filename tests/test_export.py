@@ -14,6 +14,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import time
 import zipfile
 from pathlib import Path
@@ -624,8 +625,12 @@ def test_a_trainers_fit_run_exports(tmp_path, capsys):
     assert meta["training_config"]["model"]["latent_dim"] == 4
 
 
-def test_run_layout_matches_training():
-    from evae_tf import training
-
-    assert (export_lib.CONFIG_FILE, export_lib.MODEL_FILE, export_lib.CHECKPOINT_DIR) == (
-        training.CONFIG_FILE, training.MODEL_FILE, training.CHECKPOINT_DIR)
+def test_the_command_line_names_the_run_layout_without_loading_tensorflow():
+    # The run directory's layout has one owner (evae_tf.rundir); reading it must not load
+    # TensorFlow, so that --help and usage errors stay fast.
+    code = ("import sys; from export import saved_model; saved_model.build_parser().format_help(); "
+            "assert saved_model.MODEL_FILE == 'model.keras'; "
+            "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules, 'loaded'")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            cwd=Path(__file__).resolve().parents[1], timeout=60)
+    assert result.returncode == 0, result.stderr

@@ -34,7 +34,7 @@ import numpy as np
 import pytest
 from idx_fixtures import write_mnist_dir
 
-from evae_tf import models, training
+from evae_tf import models, rundir
 from evae_tf.config import TrainConfig
 from trainers import fit
 
@@ -456,7 +456,7 @@ def test_low_disk_is_refused_before_training(data_dir, tmp_path, capsys, monkeyp
         usage = real(path)
         return type(usage)(usage.total, usage.total - (5 << 20), 5 << 20)
 
-    monkeypatch.setattr(training.shutil, "disk_usage", tiny)
+    monkeypatch.setattr(rundir.shutil, "disk_usage", tiny)
     code = fit.main(fit_args(data_dir, tmp_path / "run", 1, "--verbose", "0"))
     err = capsys.readouterr().err
     assert code == fit.EXIT_FAILURE

@@ -11,7 +11,7 @@ import pytest
 import tensorflow as tf
 from idx_fixtures import write_mnist_dir
 
-from evae_tf import evaluation, figures, metrics, reproduce, training
+from evae_tf import figures, metrics, reproduce, rundir, training
 from trainers import reproduce as reproduce_cli
 
 DIMS = (2, 4)
@@ -132,7 +132,7 @@ def test_needs_evaluation_rules(tmp_path):
     run.mkdir()
     (run / "model.keras").write_bytes(b"")
     assert reproduce.needs_evaluation(run, "domain", None, True)
-    metrics_path = run / evaluation.METRICS_FILE
+    metrics_path = run / rundir.METRICS_FILE
     metrics_path.write_text(json.dumps({"fid_requested": "domain", "num_images": 10,
                                         "fid": {"reconstruction": {"fid": 1.0}}}))
     t = (run / "model.keras").stat().st_mtime_ns + 10**9

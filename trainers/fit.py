@@ -148,11 +148,12 @@ def main(argv: list[str] | None = None) -> int:
 
     from evae_tf import training
     from evae_tf.data import DataNotFoundError
+    from evae_tf.rundir import RunDirError
 
     signal.signal(signal.SIGTERM, _interrupt)
     try:
         result = training.train(config, verbose=args.verbose)
-    except (DataNotFoundError, training.TrainingError, ValueError, OSError) as e:
+    except (DataNotFoundError, training.TrainingError, RunDirError, ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_FAILURE
     except KeyboardInterrupt:  # before fit started: nothing to save

@@ -58,6 +58,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from evae_tf import evaluation, reproduce, training
     from evae_tf.data import DataNotFoundError
+    from evae_tf.rundir import RunDirError
 
     command = "python -m trainers.reproduce " + shlex.join(sys.argv[1:] if argv is None else argv)
     signal.signal(signal.SIGTERM, _interrupt)
@@ -69,8 +70,8 @@ def main(argv: list[str] | None = None) -> int:
             num_images=args.num_images, data_dir=args.data_dir, cache_dir=args.cache_dir,
             out=args.out, verbose=args.verbose, command=command,
         )
-    except (DataNotFoundError, evaluation.EvaluationError, training.TrainingError, ValueError,
-            OSError) as e:
+    except (DataNotFoundError, evaluation.EvaluationError, training.TrainingError, RunDirError,
+            ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_FAILURE
     except KeyboardInterrupt:
