@@ -110,6 +110,29 @@ class ModelConfig:
         return cls(**_known_fields(cls, d))
 
 
+COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
+
+
+@dataclasses.dataclass
+class SamplerConfig:
+    """The ex-post latent sampler fitted when training ends (docs/math.md, 'Ex-post
+    sampling: how images are generated'): a Gaussian mixture of ``components``
+    components with ``covariance_type`` covariances (scikit-learn's names)."""
+
+    components: int = 10
+    covariance_type: str = "full"
+
+    def __post_init__(self):
+        _positive_int("components", self.components)
+        if self.covariance_type not in COVARIANCE_TYPES:
+            raise ValueError(f"Unknown covariance_type {self.covariance_type!r}; expected one of: "
+                             f"{', '.join(COVARIANCE_TYPES)}.")
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> SamplerConfig:
+        return cls(**_known_fields(cls, d))
+
+
 @dataclasses.dataclass
 class TrainConfig:
     """A training run (Appendix C defaults)."""
@@ -126,10 +149,13 @@ class TrainConfig:
     seed: int = 0
     data_dir: str | None = None
     workdir: str | None = None
+    sampler: SamplerConfig = dataclasses.field(default_factory=SamplerConfig)
 
     def __post_init__(self):
         if isinstance(self.model, dict):
             self.model = ModelConfig.from_dict(self.model)
+        if isinstance(self.sampler, dict):
+            self.sampler = SamplerConfig.from_dict(self.sampler)
         _positive_int("epochs", self.epochs)
         _positive_int("batch_size", self.batch_size)
         self.learning_rate = _positive_float("learning_rate", self.learning_rate)

@@ -40,7 +40,8 @@ class Monitor(keras.callbacks.Callback):
     """Per-epoch TensorBoard summaries beyond Keras' scalars.
 
     Writes to ``<logdir>/images``: hold-out originals above their reconstructions,
-    prior samples, the sharpness of the hold-out reconstructions (and, for scale, of
+    prior samples (the paper's prior; the ex-post sampler is fitted when training ends,
+    see :func:`write_sampler_grids`), the sharpness of the hold-out reconstructions (and, for scale, of
     prior samples and the hold-out images), and histograms of the posterior parameters (``mu``, ``r``, ``B`` for EVAE;
     ``mu``, ``log_var`` for VAE). Writes the run's hyperparameters once (HParams).
     """
@@ -63,7 +64,7 @@ class Monitor(keras.callbacks.Callback):
         model = self.model
         x = self.holdout
         recon = model.reconstruct(x).numpy()
-        samples = model.generate(len(x), seed=self.seed).numpy()
+        samples = model.generate(len(x), seed=self.seed, sampler="prior").numpy()
         params = model.encode(x)
         with self.writer.as_default(step=epoch + 1):
             tf.summary.image("holdout_vs_reconstruction", grid(np.concatenate([x, recon]), len(x))[None])
@@ -76,3 +77,17 @@ class Monitor(keras.callbacks.Callback):
             if isinstance(model, models.EVAE):
                 tf.summary.histogram("prior/B_running_mean", model.prior_support())
         self.writer.flush()
+
+
+def write_sampler_grids(logdir: Path, model, sampler, step: int, *, count: int = 4 * MONITOR_IMAGES,
+                        seed: int = 0) -> None:
+    """The final model's ex-post samples beside its prior samples (``<logdir>/images``:
+    ``expost_samples``, ``prior_samples_final`` and their sharpness), at ``step``."""
+    expost = model.generate(count, seed=seed, sampler=sampler).numpy()
+    prior = model.generate(count, seed=seed, sampler="prior").numpy()
+    writer = tf.summary.create_file_writer(str(Path(logdir) / "images"))
+    with writer.as_default(step=step):
+        tf.summary.image("expost_samples", grid(expost, MONITOR_IMAGES)[None])
+        tf.summary.image("prior_samples_final", grid(prior, MONITOR_IMAGES)[None])
+        tf.summary.scalar("sharpness/expost_samples", metrics.sharpness(expost))
+    writer.close()

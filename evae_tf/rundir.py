@@ -4,6 +4,8 @@
 
     <workdir>/config.json              the full TrainConfig (enough to rebuild the model)
     <workdir>/model.keras              the final model (written when training ends)
+    <workdir>/expost_sampler.npz       the ex-post latent sampler (evae_tf.samplers); for the
+                                       best / last weights: expost_sampler.{best,last}.npz
     <workdir>/metrics.json             the evaluation (evae_tf.evaluation)
     <workdir>/checkpoints/state.json   the resume state: the checkpoint protocol's commit point
     <workdir>/checkpoints/epoch-NNNN.weights.h5, last.weights.h5, best.weights.h5
@@ -40,10 +42,11 @@ STATE_FILE = "state.json"
 LOG_DIR = "logs"
 LAST_WEIGHTS = "last.weights.h5"
 BEST_WEIGHTS = "best.weights.h5"
+SAMPLER_FILE = "expost_sampler.npz"  # the ex-post latent sampler of the final model
 WEIGHTS = ("final", "best", "last")  # which weights a finished run offers (see RunDir.weights_file)
 MIN_FREE_BYTES = 200 << 20  # refuse to start a run with less free disk than this
 # Fields of a run's config that may change when it is resumed.
-RESUMABLE_CHANGES = ("epochs", "workdir", "data_dir", "steps_per_epoch", "validation_steps")
+RESUMABLE_CHANGES = ("epochs", "workdir", "data_dir", "steps_per_epoch", "validation_steps", "sampler")
 _START_OVER = "remove the checkpoints directory to start over"
 
 
@@ -105,6 +108,13 @@ class RunDir:
         if which not in WEIGHTS:
             raise RunDirError(f"unknown weights {which!r}; expected one of: {', '.join(WEIGHTS)}")
         return self.model_file if which == "final" else self.checkpoint_dir / f"{which}.weights.h5"
+
+    def sampler_file(self, which: str = "final") -> Path:
+        """The ex-post sampler fitted to ``which`` weights: a sampler belongs to the encoder
+        whose latents it was fitted to."""
+        self.weights_file(which)  # validates the name
+        suffix = "" if which == "final" else f".{which}"
+        return self.path / SAMPLER_FILE.replace(".npz", f"{suffix}.npz")
 
     def read_config(self) -> TrainConfig:
         """The run's ``TrainConfig``; a one-line ``RunDirError`` when it is unreadable."""

@@ -37,9 +37,9 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
+from evae_tf.config import COVARIANCE_TYPES
 from evae_tf.files import replace_atomic
 
-COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
 FORMAT = "evae_tf.gaussian_mixture/1"
 
 
@@ -264,18 +264,6 @@ def aggregate_posterior(model, dataset: tf.data.Dataset, *, seed: int = 0, progr
 
 # --- runs ----------------------------------------------------------------------------------
 
-SAMPLER_FILE = "expost_sampler.npz"  # in a run directory: the sampler of the final model
-
-
-def sampler_path(workdir, weights: str = "final"):
-    """Where a run keeps the ex-post sampler fitted to its ``weights`` (final, best, last):
-    a sampler belongs to the encoder whose latents it was fitted to."""
-    from pathlib import Path
-
-    name = SAMPLER_FILE if weights == "final" else SAMPLER_FILE.replace(".npz", f".{weights}.npz")
-    return Path(workdir) / name
-
-
 FIT_BATCH_SIZE = 500  # images per encoder call while fitting (memory, not results)
 
 
@@ -307,16 +295,3 @@ def fit_expost(model, config, *, n_components: int = 10, covariance_type: str = 
              info["fit_seconds"], "converged" if info["converged"] else "not converged",
              info["iterations"], info["mean_log_likelihood"])
     return sampler
-
-
-def load_run_sampler(workdir, weights: str = "final") -> GaussianMixtureSampler | None:
-    """The run's ex-post sampler for ``weights``, or ``None`` when it has none; a damaged
-    file raises a ``SamplerError`` that says how to refit it."""
-    path = sampler_path(workdir, weights)
-    if not path.exists():
-        return None
-    try:
-        return GaussianMixtureSampler.load(path)
-    except SamplerError as e:
-        flag = "" if weights == "final" else f" --weights {weights}"
-        raise SamplerError(f"{e}; refit it with: python -m trainers.fit_sampler --workdir {workdir}{flag}") from None

@@ -26,12 +26,13 @@ import keras
 import tensorflow as tf
 
 from evae_tf import data as data_lib
-from evae_tf import models
+from evae_tf import models, runs
 from evae_tf.config import TrainConfig
-from evae_tf.monitor import Monitor, hparams_of, monitor_batch
+from evae_tf.monitor import Monitor, hparams_of, monitor_batch, write_sampler_grids
 from evae_tf.rundir import (
     CheckpointWriter,
     RunDir,
+    RunDirError,
     load_resume_weights,
     prepare_workdir,
     read_state,
@@ -65,6 +66,7 @@ class TrainResult:
     best_val_loss: float | None
     model_path: Path | None
     model: keras.Model | None = None
+    sampler_path: Path | None = None  # the ex-post sampler fitted (or found) when training ended
 
 
 # --- environment -----------------------------------------------------------------------------
@@ -327,8 +329,10 @@ def train(config: TrainConfig, *, verbose: int | str = "auto",
     state = _resume(model, config, workdir, chief)
     initial_epoch = state["epoch"] if state is not None else 0
     if initial_epoch >= config.epochs:
+        model_path = _final_model(workdir, model, chief)
+        sampler_path = _expost_sampler(model, config, workdir, refit=False, verbose=verbose) if chief else None
         return TrainResult(workdir, "already_complete", initial_epoch, initial_epoch, {},
-                           state.get("best_val_loss"), _final_model(workdir, model, chief), model)
+                           state.get("best_val_loss"), model_path, model, sampler_path)
 
     stop, guard, checkpoint, all_callbacks = _callbacks(config, workdir, chief, holdout_ds, state, callbacks)
     status, history = _fit(model, strategy, train_ds, holdout_ds, config, initial_epoch, all_callbacks,
@@ -341,7 +345,26 @@ def train(config: TrainConfig, *, verbose: int | str = "auto",
         )
     best = checkpoint.best if math.isfinite(checkpoint.best) else None
     model_path = None if status == "interrupted" else _final_model(workdir, model, chief)
-    return TrainResult(workdir, status, initial_epoch, done, history, best, model_path, model)
+    sampler_path = None
+    if model_path is not None:
+        sampler_path = _expost_sampler(model, config, workdir, refit=True, verbose=verbose)
+    return TrainResult(workdir, status, initial_epoch, done, history, best, model_path, model, sampler_path)
+
+
+def _expost_sampler(model, config: TrainConfig, workdir: Path, *, refit: bool, verbose) -> Path | None:
+    """Fits the run's ex-post sampler to the final model (or loads the one a finished run
+    has), attaches it to ``model`` and shows its samples beside the prior's in
+    TensorBoard. A fit that fails is logged, not raised: the model is saved already."""
+    try:
+        sampler = None if refit else runs.load_sampler(workdir)
+        if sampler is None:
+            sampler = runs.fit_sampler(workdir, model, config, progress=verbose not in (0, "0"))
+    except RunDirError as e:
+        log.warning("No ex-post sampler: %s. Fit one with: %s", e, runs.refit_hint(workdir))
+        return None
+    model.latent_sampler = sampler
+    write_sampler_grids(RunDir(workdir).log_dir, model, sampler, step=config.epochs, seed=config.seed)
+    return RunDir(workdir).sampler_file()
 
 
 def _epochs_done(workdir: Path, default: int) -> int:

@@ -48,18 +48,12 @@ import signal
 import sys
 import threading
 import time
-import warnings
-import zipfile
 from pathlib import Path
 from typing import Any
 
 from evae_tf.cli import positive
 from evae_tf.rundir import (
-    CHECKPOINT_DIR,
-    CONFIG_FILE,
-    MODEL_FILE,
     WEIGHTS,
-    RunDir,
     RunDirError,
     one_line,
 )
@@ -358,110 +352,23 @@ def _check_sampler(model, sampler):
 
 
 def run_sampler(workdir: Path, model, config, weights: str):
-    """The run's ex-post sampler for ``weights``; fitted and saved in the run when it has
-    none yet. A damaged sampler file is refused, never replaced silently."""
-    from evae_tf import data as data_lib
-    from evae_tf import samplers
+    """:func:`evae_tf.runs.load_or_fit_sampler`, its errors as ``ExportError``."""
+    from evae_tf import runs
 
     try:
-        sampler = samplers.load_run_sampler(workdir, weights)
-        if sampler is None:
-            log.info("%s has no ex-post sampler for its %s weights yet: fitting one.", workdir, weights)
-            sampler = samplers.fit_expost(model, config, fit_info={"weights": weights})
-            sampler.save(samplers.sampler_path(workdir, weights))
-    except samplers.SamplerError as e:
-        raise ExportError(str(e)) from None
-    except data_lib.DataNotFoundError as e:
-        flag = "" if weights == "final" else f" --weights {weights}"
-        raise ExportError(f"{workdir} has no ex-post sampler and its training data was not found "
-                          f"({_one_line(str(e).splitlines()[0])}); fit one where the data is: "
-                          f"python -m trainers.fit_sampler --workdir {workdir}{flag} --data-dir DIR") from None
-    return sampler
-
-
-def _load_config(workdir: Path):
-    run = RunDir(workdir)
-    if not run.config_file.is_file():
-        raise ExportError(
-            f"{workdir} is not a run directory: {CONFIG_FILE} is missing "
-            "(pass the --workdir that trainers.fit wrote)"
-        )
-    try:
-        return run.read_config()
+        return runs.load_or_fit_sampler(workdir, model, config, weights)
     except RunDirError as e:
         raise ExportError(str(e)) from None
-
-
-def _load_final(workdir: Path):
-    import keras
-
-    path = RunDir(workdir).weights_file("final")
-    if not path.is_file():
-        raise ExportError(
-            f"{workdir} is not a finished run: {MODEL_FILE} is missing "
-            "(train it to completion or pass --weights last)"
-        )
-    if not zipfile.is_zipfile(path):
-        raise ExportError(f"{path} is unreadable or corrupt: not a .keras (zip) archive")
-    import evae_tf.models  # noqa: F401  (registers the EVAE / VAE classes)
-
-    try:
-        return keras.saving.load_model(str(path), compile=False)
-    except Exception as e:  # Keras raises many types for a corrupt archive
-        raise ExportError(f"{path} is unreadable or corrupt: {one_line(e)}") from None
-
-
-def _load_checkpoint(workdir: Path, config, weights: str):
-    from evae_tf.training import build_compiled
-
-    path = RunDir(workdir).weights_file(weights)
-    if not path.is_file():
-        raise ExportError(
-            f"{workdir} has no {weights} weights: {CHECKPOINT_DIR}/{path.name} is missing "
-            "(train at least one epoch" + (" with validation" if weights == "best" else "")
-            + " or pass --weights final)"
-        )
-    try:
-        model = build_compiled(config)
-    except ValueError as e:
-        raise ExportError(f"{RunDir(workdir).config_file}: {one_line(e)}") from None
-    try:
-        with warnings.catch_warnings():
-            # Weights of a mixed_float16 run carry LossScaleOptimizer variables too;
-            # only the model's weights matter for an export.
-            warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
-            model.load_weights(str(path))
-    except Exception as e:  # h5py / Keras raise many types for a bad file
-        raise ExportError(f"{path} is unreadable or corrupt: {one_line(e)}") from None
-    return model
 
 
 def load_run_model(workdir: str | os.PathLike, weights: str = "final"):
-    """``(model, train_config)`` of a run directory, validated; see ``export_run``."""
+    """``(model, train_config)`` of a run directory, validated (:func:`evae_tf.runs.load_model`)."""
+    from evae_tf import runs
+
     try:
-        RunDir(workdir).weights_file(weights)
+        return runs.load_model(workdir, weights)
     except RunDirError as e:
         raise ExportError(str(e)) from None
-    workdir = Path(workdir)
-    if not workdir.exists():
-        raise ExportError(f"{workdir} does not exist")
-    if not workdir.is_dir():
-        raise ExportError(f"{workdir} is not a directory")
-    config = _load_config(workdir)
-    if weights == "final":
-        model = _load_final(workdir)
-    else:
-        model = _load_checkpoint(workdir, config, weights)
-    kind = model_kind(model)
-    expected = (config.model.kind, tuple(config.model.image_shape), config.model.latent_dim)
-    actual = (kind, tuple(model.image_shape), int(model.latent_dim))
-    if actual != expected:
-        raise ExportError(
-            f"{RunDir(workdir).model_file} holds a {kind} with image_shape={actual[1]}, latent_dim={actual[2]} "
-            f"but {CONFIG_FILE} describes a {expected[0]} with image_shape={expected[1]}, "
-            f"latent_dim={expected[2]}"
-        )
-    return model, config
 
 
 def export_run(

@@ -28,6 +28,7 @@ from PIL import Image
 
 from evae_tf import models, samplers
 from evae_tf.config import ModelConfig, TrainConfig
+from evae_tf.rundir import RunDir
 from export import saved_model as export_lib
 from export.saved_model import ExportError, export_decoder, export_run, main, next_version
 
@@ -75,7 +76,7 @@ def make_run(workdir: Path, kind: str, policy: str = "float32"):
         z = model.sample_posterior(model.encode(images), seed=0).numpy()
         model.latent_sampler = samplers.fit_gaussian_mixture(z, n_components=2, seed=0)
         for weights in ("final", "best", "last"):
-            model.latent_sampler.save(samplers.sampler_path(workdir, weights))
+            model.latent_sampler.save(RunDir(workdir).sampler_file(weights))
     finally:
         keras.mixed_precision.set_global_policy(previous)
     config = TrainConfig(
@@ -497,7 +498,7 @@ BAD_RUNS = {
         lambda run: ((run / "expost_sampler.npz").unlink(), TrainConfig.from_dict(
             {**json.loads((run / "config.json").read_text()), "data_dir": str(run / "gone")}
         ).save(str(run / "config.json"))), (),
-        "{run} has no ex-post sampler and its training data was not found (",
+        "{run}: the training data to fit the ex-post sampler was not found (",
     ),
 }
 

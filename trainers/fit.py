@@ -15,12 +15,13 @@ import os
 import signal
 import sys
 
-from evae_tf.cli import positive, readable_dir
+from evae_tf.cli import add_sampler_arguments, positive, readable_dir
 from evae_tf.config import (
     DEFAULT_STEP,
     PRECISIONS,
     STRATEGIES,
     ModelConfig,
+    SamplerConfig,
     TrainConfig,
     parse_support,
 )
@@ -80,6 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--support-floor", type=positive(float), default=1e-3, help="floor B_min of learned B")
     g.add_argument("--kernel-n", type=positive(int), default=None,
                    help="n in the penalty 3B/(5nr) (default: the batch size)")
+    add_sampler_arguments(p, prefix="sampler-")
     p.add_argument("--verbose", type=int, choices=(0, 1, 2), default=1,
                    help="0 silent, 1 progress bar, 2 one line per epoch")
     return p
@@ -96,6 +98,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         learning_rate=args.learning_rate, steps_per_epoch=args.steps_per_epoch,
         validation_steps=args.validation_steps, precision=args.precision, strategy=args.strategy,
         seed=args.seed, data_dir=args.data_dir, workdir=args.workdir,
+        sampler=SamplerConfig(args.sampler_components, args.sampler_covariance_type),
     )
 
 
@@ -125,6 +128,9 @@ def summary(result, config: TrainConfig) -> str:
     out = [lines[result.status], f"  run directory : {workdir}"]
     if result.model_path:
         out.append(f"  final model   : {result.model_path}")
+    if result.sampler_path:
+        out.append(f"  sampler       : {result.sampler_path} (ex-post; refit: python -m trainers.fit_sampler "
+                   f"--workdir {workdir})")
     out += [
         f"  monitor       : tensorboard --logdir {logs_root}",
         f"  resume        : python -m trainers.fit --dataset {config.dataset} --workdir {workdir} ...",
