@@ -5,15 +5,17 @@ hold-out split of the run's dataset (spec §8):
 
 - the loss terms (``compute_terms``): reconstruction (BCE sum), penalty, loss, each a
   mean over images;
-- the sharpness of the reconstructions, of as many prior samples, and of the hold-out
-  images themselves (for scale);
-- the FID of the reconstructions and of the prior samples against the hold-out images,
-  with a named feature network (:mod:`evae_tf.metrics`), or why it was skipped;
+- the sharpness of the reconstructions, of as many samples from each latent sampler
+  (``prior_samples``: the paper's prior; ``expost_samples``: the run's ex-post sampler,
+  fitted first when the run has none), and of the hold-out images (for scale);
+- the FID of the reconstructions and of each sampler's samples against the hold-out
+  images, with a named feature network (:mod:`evae_tf.metrics`), or why it was skipped;
 - for an EVAE, the distribution of the support B (the prior's ``B_prior`` and the
   encoder's B over the hold-out images).
 
 Everything is streamed batch by batch in one pass, and the result is written
-atomically to ``<workdir>/metrics.json``.
+atomically to ``<workdir>/metrics.json``, with image grids of the first hold-out batch's
+reconstructions and of each sampler's samples in ``<workdir>/grids/``.
 
     metrics = evaluate_run("runs/fashion_mnist-evae-d64", fid="inception2015",
                            fid_weights="classify_image_graph_def.pb")
@@ -35,15 +37,20 @@ import keras
 import numpy as np
 
 from evae_tf import data as data_lib
-from evae_tf import metrics, models
+from evae_tf import metrics, models, runs
 from evae_tf.config import TrainConfig
-from evae_tf.files import write_json_atomic
+from evae_tf.files import write_bytes_atomic, write_json_atomic
+from evae_tf.images import encode_png, grid
 from evae_tf.rundir import CONFIG_FILE, MODEL_FILE, RunDir, RunDirError
 
 log = logging.getLogger(__name__)
 
 FID_CHOICES: tuple[str, ...] = (*metrics.FID_NETWORKS, "none")
 QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
+# The latent samplers evaluated, by their key in the metrics: the paper's prior, and the
+# run's ex-post sampler (None: the one attached to the model).
+SAMPLERS = {"prior_samples": "prior", "expost_samples": None}
+GRID_IMAGES = 64  # images in each grid of <workdir>/grids/
 
 
 class EvaluationError(RuntimeError):
@@ -118,7 +125,7 @@ class _Sums:
     terms: dict[str, float] = dataclasses.field(
         default_factory=lambda: {"loss": 0.0, "reconstruction": 0.0, "penalty": 0.0})
     sharpness: dict[str, float] = dataclasses.field(
-        default_factory=lambda: {"reconstruction": 0.0, "prior_samples": 0.0, "holdout": 0.0})
+        default_factory=lambda: dict.fromkeys(("reconstruction", *SAMPLERS, "holdout"), 0.0))
     supports: list[np.ndarray] = dataclasses.field(default_factory=list)
     count: int = 0
 
@@ -134,15 +141,16 @@ class _FeatureStats:
         self.compute_real = network is not None and self.real is None
         if self.compute_real:
             self.real = metrics.GaussianStats()
-        self.fakes = {"reconstruction": metrics.GaussianStats(), "prior_samples": metrics.GaussianStats()}
+        self.fakes = {key: metrics.GaussianStats() for key in ("reconstruction", *SAMPLERS)}
 
-    def update(self, x, recon, samples) -> None:
+    def update(self, x, generated: dict[str, Any]) -> None:
+        """``generated`` maps ``reconstruction`` and each sampler key to images."""
         if self.network is None:
             return
         if self.compute_real:
             self.real.update(self.network(x))
-        self.fakes["reconstruction"].update(self.network(recon))
-        self.fakes["prior_samples"].update(self.network(samples))
+        for key, images in generated.items():
+            self.fakes[key].update(self.network(images))
 
     def results(self, name: str, skipped: str | None) -> dict[str, Any]:
         """The ``fid`` entry of the metrics; keeps the hold-out statistics in the cache."""
@@ -165,13 +173,14 @@ def _measure(model: models.LatentVariableModel, holdout, seed: int, features: _F
         terms = model.compute_terms(x)
         for key in sums.terms:
             sums.terms[key] += float(terms[key]) * n
-        recon = model.reconstruct(x)
-        samples = model.generate(n, seed=_sample_seed(seed, i))
-        for key, images in (("reconstruction", recon), ("prior_samples", samples), ("holdout", x)):
+        generated = {"reconstruction": model.reconstruct(x)}
+        for key, sampler in SAMPLERS.items():  # the same seeds for every sampler
+            generated[key] = model.generate(n, seed=_sample_seed(seed, i), sampler=sampler or model.latent_sampler)
+        for key, images in (*generated.items(), ("holdout", x)):
             sums.sharpness[key] += float(np.sum(metrics.sharpness_per_image(images)))
         if isinstance(model, models.EVAE):
             sums.supports.append(terms["params"]["support"].numpy())
-        features.update(x, recon, samples)
+        features.update(x, generated)
         sums.count += n
     return sums
 
@@ -198,6 +207,8 @@ def _result(workdir, config: TrainConfig, model: models.LatentVariableModel, sum
         "sharpness": {k: v / sums.count for k, v in sums.sharpness.items()},
         "fid_requested": fid_requested,
         "fid": fid,
+        "samplers": {"prior_samples": {"kind": "prior", **model.prior_spec()},
+                     "expost_samples": model.latent_sampler.spec()},
         "support": _support(model, sums),
     }
 
@@ -237,6 +248,7 @@ def evaluate_run(
     """
     start = time.monotonic()
     config, model = load_run(workdir)
+    model.latent_sampler = _expost_sampler(workdir, model, config)
     data_dir = data_dir if data_dir is not None else config.data_dir
     batch_size = batch_size or config.batch_size
     seed = config.seed if seed is None else seed
@@ -254,11 +266,35 @@ def evaluate_run(
     result = _result(workdir, config, model, sums, batch_size=batch_size, sample_seed=seed,
                      fid_requested=fid if isinstance(fid, str) or fid is None else network_name,
                      fid=features.results(network_name, skipped))
+    result["grids"] = write_grids(workdir, model, holdout, seed)
     result["evaluation_seconds"] = time.monotonic() - start
     result["evaluated_at"] = datetime.datetime.now().isoformat(timespec="seconds")
     if write:
         write_json_atomic(RunDir(workdir).metrics_file, result)
     return result
+
+
+def _expost_sampler(workdir, model, config):
+    """The run's ex-post sampler, fitted (and kept in the run) when it has none."""
+    try:
+        return runs.load_or_fit_sampler(workdir, model, config)
+    except RunDirError as e:
+        raise EvaluationError(str(e)) from None
+
+
+def write_grids(workdir, model, holdout, seed: int, count: int = GRID_IMAGES) -> dict[str, str]:
+    """PNG grids in ``<workdir>/grids/``: the first ``count`` hold-out images, their
+    reconstructions and ``count`` samples of each sampler; returns the paths by key."""
+    x = next(iter(holdout.unbatch().batch(count).take(1))).numpy()
+    images = {"holdout": x, "reconstruction": model.reconstruct(x).numpy()}
+    for key, sampler in SAMPLERS.items():
+        images[key] = model.generate(count, seed=seed, sampler=sampler or model.latent_sampler).numpy()
+    paths = {}
+    for key, batch in images.items():
+        path = RunDir(workdir) / "grids" / f"{key}.png"
+        write_bytes_atomic(path, encode_png(grid(batch, ncols=8, padding=1, fill=1.0)))
+        paths[key] = str(path)
+    return paths
 
 
 def _number(value: float | None, digits: int = 4) -> str:
@@ -283,13 +319,15 @@ def summary(result: dict[str, Any]) -> str:
         f"  hold-out loss : {h['loss']:.3f} (reconstruction {h['reconstruction']:.3f} + "
         f"{h['penalty_name']} {h['penalty']:.3f}; means per image)",
         f"  sharpness     : reconstructions {_number(s['reconstruction'])}, prior samples "
-        f"{_number(s['prior_samples'])}, hold-out images {_number(s['holdout'])}",
+        f"{_number(s['prior_samples'])}, ex-post samples {_number(s['expost_samples'])}, "
+        f"hold-out images {_number(s['holdout'])}",
     ]
     if f["reconstruction"].get("fid") is None:
         lines.append(f"  FID           : skipped: {f['reconstruction'].get('skipped')}")
     else:
         lines.append(f"  FID [{f['network']}] : reconstructions {format_fid(f['reconstruction'])}, "
-                     f"prior samples {format_fid(f['prior_samples'])}")
+                     f"prior samples {format_fid(f['prior_samples'])}, "
+                     f"ex-post samples {format_fid(f['expost_samples'])}")
         if "warning" in f["reconstruction"]:
             lines.append(f"  warning       : {f['reconstruction']['warning']}")
     if result.get("support"):
@@ -297,4 +335,6 @@ def summary(result: dict[str, Any]) -> str:
         lines.append(f"  EVAE support B: prior mean {prior['mean']:.4g}; hold-out posterior median "
                      f"{post['q50']:.4g} (5%-95%: {post['q05']:.4g}-{post['q95']:.4g})")
     lines.append(f"  metrics       : {RunDir(result['workdir']).metrics_file}")
+    if result.get("grids"):
+        lines.append(f"  image grids   : {Path(result['grids']['holdout']).parent}/")
     return "\n".join(lines)

@@ -8,7 +8,8 @@
     <out>/results.csv                             one row per cell
     <out>/validation_curves.csv                   validation reconstruction loss per epoch
     <out>/figures/reconstructions.png             hold-out / VAE / EVAE at the largest d_z
-    <out>/figures/prior_samples.png               prior samples of both models
+    <out>/figures/prior_samples.png               samples from the paper's prior, both models
+    <out>/figures/expost_samples.png              samples from their ex-post samplers
     <out>/figures/validation_reconstruction.png   Appendix E's curves
 
 Re-running resumes: unfinished training continues (``training.train`` resumes by
@@ -38,7 +39,7 @@ import tensorflow as tf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from evae_tf import data as data_lib
-from evae_tf import evaluation, figures, metrics, training
+from evae_tf import evaluation, figures, metrics, runs, training
 from evae_tf.config import MODEL_KINDS, ModelConfig, TrainConfig, write_json_atomic
 from evae_tf.files import write_text_atomic
 from evae_tf.rundir import RunDir, RunDirError
@@ -86,8 +87,8 @@ TABLE_MODELS = ("vae", "evae")  # the paper's column order
 CSV_COLUMNS = (
     "dataset", "model", "latent_dim", "seed", "status", "epochs", "num_images",
     "holdout_loss", "holdout_reconstruction", "holdout_penalty", "penalty_name",
-    "sharpness_reconstruction", "sharpness_prior_samples", "sharpness_holdout",
-    "fid_network", "fid_reconstruction", "fid_prior_samples", "fid_skipped",
+    "sharpness_reconstruction", "sharpness_prior_samples", "sharpness_expost_samples", "sharpness_holdout",
+    "fid_network", "fid_reconstruction", "fid_prior_samples", "fid_expost_samples", "fid_skipped",
     "support_prior_mean", "support_posterior_median", "train_seconds", "evaluation_seconds",
     "workdir",
 )
@@ -362,10 +363,12 @@ def _csv_row(r: CellResult) -> dict[str, Any]:
         "penalty_name": _get(m, "holdout", "penalty_name"),
         "sharpness_reconstruction": _get(m, "sharpness", "reconstruction"),
         "sharpness_prior_samples": _get(m, "sharpness", "prior_samples"),
+        "sharpness_expost_samples": _get(m, "sharpness", "expost_samples"),
         "sharpness_holdout": _get(m, "sharpness", "holdout"),
         "fid_network": _get(m, "fid", "network"),
         "fid_reconstruction": _get(m, "fid", "reconstruction", "fid"),
         "fid_prior_samples": _get(m, "fid", "prior_samples", "fid"),
+        "fid_expost_samples": _get(m, "fid", "expost_samples", "fid"),
         "fid_skipped": _get(m, "fid", "reconstruction", "skipped"),
         "support_prior_mean": _get(m, "support", "prior", "mean"),
         "support_posterior_median": _get(m, "support", "posterior_holdout", "q50"),
@@ -373,6 +376,23 @@ def _csv_row(r: CellResult) -> dict[str, Any]:
         "evaluation_seconds": _get(m, "evaluation_seconds"),
         "workdir": str(r.workdir),
     }
+
+
+def _sample_figures(out: Path, title: str, loaded: dict, largest: int) -> dict[str, str]:
+    """Sample panels per latent sampler (seed 0): ``prior_samples`` and, for the models
+    whose run has an ex-post sampler, ``expost_samples``."""
+    paths = {}
+    for key, label in (("prior_samples", "the paper's prior"), ("expost_samples", "the ex-post sampler")):
+        panels = [(f"{MODEL_TITLES[m]} d_z={largest}",
+                   model.generate(2 * FIGURE_IMAGES, seed=0, sampler="prior" if key == "prior_samples"
+                                  else model.latent_sampler).numpy())
+                  for m, model in loaded.items() if key == "prior_samples" or model.latent_sampler]
+        if panels:
+            figures.save_png(figures.image_panels(panels, ncols=FIGURE_IMAGES,
+                                                  title=f"{title}: samples from {label} (seed 0)"),
+                             out / "figures" / f"{key}.png")
+            paths[key] = f"figures/{key}.png"
+    return paths
 
 
 def _figures(out: Path, dataset: str, results: list[CellResult], data_dir) -> dict[str, str]:
@@ -398,12 +418,9 @@ def _figures(out: Path, dataset: str, results: list[CellResult], data_dir) -> di
                      out / "figures" / "reconstructions.png")
     paths["reconstructions"] = "figures/reconstructions.png"
 
-    samples = [(f"{MODEL_TITLES[m]} d_z={largest}", loaded[m].generate(2 * FIGURE_IMAGES, seed=0).numpy())
-               for m in order]
-    figures.save_png(figures.image_panels(samples, ncols=FIGURE_IMAGES,
-                                          title=f"{title}: prior samples (seed 0)"),
-                     out / "figures" / "prior_samples.png")
-    paths["prior_samples"] = "figures/prior_samples.png"
+    for m in order:
+        loaded[m].latent_sampler = runs.load_sampler(chosen[m].workdir)
+    paths.update(_sample_figures(out, title, loaded, largest))
 
     series = []
     for r in sorted(done, key=lambda r: (r.cell.model, r.cell.seed)):
@@ -530,16 +547,21 @@ def _paper_lines(dataset: str) -> list[str]:
 
 
 def _beyond_lines(table: _Table, fid_label: str) -> list[str]:
-    """Prior samples and the hold-out loss, which the paper does not tabulate."""
+    """Samples per sampler and the hold-out loss, which the paper does not tabulate."""
     lines = ["## Beyond the paper", "",
-             "### Prior samples", "",
-             "Unconditional samples (VAE: z ~ N(0, I); EVAE: z ~ Unif[-B_prior/2, B_prior/2]^d), as many "
-             "as hold-out images. The paper reports reconstructions only.", "",
-             f"| d_z | model | {fid_label} prior samples | sharpness prior samples |", "|---|---|---|---|"]
+             "### Samples, per latent sampler", "",
+             "Unconditional samples, as many as hold-out images, from the paper's prior (VAE: "
+             "z ~ N(0, I); EVAE: z ~ Unif[-B_prior/2, B_prior/2]^d) and from the run's ex-post "
+             "sampler (a Gaussian mixture fitted to the training set's posterior draws). The paper "
+             "reports reconstructions only.", "",
+             f"| d_z | model | {fid_label} prior samples | sharpness prior samples | "
+             f"{fid_label} ex-post samples | sharpness ex-post samples |", "|---|---|---|---|---|---|"]
     for dz, m in table.cells():
         lines.append(f"| {dz} | {MODEL_TITLES[m]} | "
                      f"{table.mean_sd(m, dz, 2, 'fid', 'prior_samples', 'fid')} | "
-                     f"{table.mean_sd(m, dz, 4, 'sharpness', 'prior_samples')} |")
+                     f"{table.mean_sd(m, dz, 4, 'sharpness', 'prior_samples')} | "
+                     f"{table.mean_sd(m, dz, 2, 'fid', 'expost_samples', 'fid')} | "
+                     f"{table.mean_sd(m, dz, 4, 'sharpness', 'expost_samples')} |")
     lines += ["", "### Hold-out loss", "",
               "Means per image over the hold-out set: reconstruction = BCE summed over pixels; "
               "penalty = EVAE kernel term 3B/(5nr) summed over d_z, or VAE KL.", "",
@@ -587,7 +609,9 @@ def _cells_lines(out: Path, results: list[CellResult]) -> list[str]:
 FIGURE_CAPTIONS = {
     "reconstructions": "Hold-out images (top) and their reconstructions at the largest d_z "
                        "(the paper's Figures S2-S5).",
-    "prior_samples": "Prior samples of each model at the largest d_z.",
+    "prior_samples": "Samples from the paper's prior of each model at the largest d_z.",
+    "expost_samples": "Samples from each model's ex-post sampler (a Gaussian mixture fitted to the "
+                      "training latents) at the largest d_z, same seed.",
     "validation_reconstruction": "Validation reconstruction loss per epoch at the largest d_z "
                                  "(the paper's Appendix E; EVAE red, VAE orange). Data: "
                                  "`validation_curves.csv`.",

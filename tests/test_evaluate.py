@@ -59,7 +59,7 @@ def test_evaluate_writes_metrics_json_with_a_named_domain_fid(run, offline, caps
     assert result["holdout"]["penalty_name"] == "kernel"
     assert result["holdout"]["loss"] == pytest.approx(
         result["holdout"]["reconstruction"] + result["holdout"]["penalty"], rel=1e-5)
-    for key in ("reconstruction", "prior_samples"):
+    for key in ("reconstruction", "prior_samples", "expost_samples"):
         entry = result["fid"][key]
         assert entry["network"] == "domain" and entry["num_images"] == N_TEST
         assert np.isfinite(entry["fid"]) and "fewer than 10,000" in entry["warning"]
@@ -74,6 +74,18 @@ def test_evaluate_writes_metrics_json_with_a_named_domain_fid(run, offline, caps
     assert result["sharpness"]["reconstruction"] == pytest.approx(
         float(metrics.sharpness(model.reconstruct(images))), rel=1e-4)
 
+    # Each sampler is named, measured and shown: the prior and the run's ex-post mixture.
+    assert result["samplers"]["prior_samples"]["kind"] == "prior"
+    assert result["samplers"]["expost_samples"]["kind"] == "gaussian_mixture"
+    assert result["samplers"]["expost_samples"]["n_examples"] == 48
+    assert result["sharpness"]["expost_samples"] > 0
+    assert result["sharpness"]["expost_samples"] != result["sharpness"]["prior_samples"]
+    for key in ("holdout", "reconstruction", "prior_samples", "expost_samples"):
+        from PIL import Image
+
+        with Image.open(result["grids"][key]) as grid_image:  # 8 columns, 1-pixel gaps
+            assert grid_image.format == "PNG" and grid_image.size[0] == 8 * 32 + 7
+    assert "ex-post samples" in out and "image grids" in out
     assert f"on {N_TEST} hold-out images" in out and "FID [domain] : reconstructions" in out
     assert "warning       : FID from 40 images per side" in out and "metrics.json" in out
 
@@ -83,7 +95,7 @@ def test_without_inception_weights_fid_is_skipped_and_the_rest_still_runs(run, o
     out = capsys.readouterr().out
     result = read_metrics(run)
     assert result["num_images"] == 20 and result["fid_requested"] == "inception2015"
-    for key in ("reconstruction", "prior_samples"):
+    for key in ("reconstruction", "prior_samples", "expost_samples"):
         entry = result["fid"][key]
         assert entry["fid"] is None and entry["network"] == "inception2015"
         assert entry["skipped"].startswith("no weights for the 2015 Inception network: pass --fid-weights")

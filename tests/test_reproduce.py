@@ -55,7 +55,7 @@ def test_the_grid_is_trained_evaluated_and_reported(grid_run, capsys):
     assert "| 64 | 39.49 | 0.0163 | 11.87 | 0.0276 |" in report
     assert "| 8 | 41.33 | 0.0154 | 34.77 | 0.0186 |" in report
     assert "FID network: `domain` — domain FID" in report and "fewer than 10,000 images" in report
-    for section in ("### Prior samples", "### The EVAE's support B", "### Cells and run time"):
+    for section in ("### Samples, per latent sampler", "### The EVAE's support B", "### Cells and run time"):
         assert section in report
     assert "| 4 | 0 | learned | " in report  # B's distribution for the d_z = 4 EVAE
     assert "| fashion_mnist-vae-d4-s0 | complete | 1 | " in report
@@ -65,11 +65,13 @@ def test_the_grid_is_trained_evaluated_and_reported(grid_run, capsys):
     assert [(r["model"], r["latent_dim"]) for r in results] == [("evae", "2"), ("vae", "2"),
                                                                 ("evae", "4"), ("vae", "4")]
     assert all(r["fid_network"] == "domain" and float(r["fid_reconstruction"]) >= -1e-6 for r in results)
+    assert all(float(r["fid_expost_samples"]) >= -1e-6 and float(r["sharpness_expost_samples"]) > 0
+               for r in results)
     assert results[0]["support_prior_mean"] and not results[1]["support_prior_mean"]
     with open(out / "validation_curves.csv") as f:
         assert len(list(csv.DictReader(f))) == 4  # one epoch per cell
 
-    for name in ("reconstructions", "prior_samples", "validation_reconstruction"):
+    for name in ("reconstructions", "prior_samples", "expost_samples", "validation_reconstruction"):
         png = out / "figures" / f"{name}.png"
         assert f"](figures/{name}.png)" in report
         image = tf.io.decode_png(png.read_bytes())
