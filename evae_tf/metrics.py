@@ -41,6 +41,7 @@ import tensorflow as tf
 from scipy import linalg
 
 from evae_tf import data, labels
+from evae_tf.config import FID_NETWORKS
 from evae_tf.files import replace_atomic, write_json_atomic
 
 logger = logging.getLogger(__name__)
@@ -226,7 +227,6 @@ class GaussianStats:
 
 ENV_FID_WEIGHTS = "EVAE_FID_WEIGHTS"
 ENV_CACHE_DIR = "EVAE_CACHE_DIR"
-FID_NETWORKS: tuple[str, ...] = ("inception2015", "keras_inception", "domain")
 
 INCEPTION2015_URL = "https://download.tensorflow.org/models/image/imagenet/inception-2015-12-05.tgz"
 INCEPTION2015_GRAPH = "classify_image_graph_def.pb"

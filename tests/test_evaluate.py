@@ -140,4 +140,5 @@ def test_the_module_runs_as_a_program():
 
 
 def test_cli_choices_match_the_library():
-    assert evaluate.FID_CHOICES == evaluation.FID_CHOICES
+    for name in (*metrics.FID_NETWORKS, "none"):  # every network the library builds, and none
+        assert evaluate.build_parser().parse_args(["--workdir", ".", "--fid", name]).fid == name
