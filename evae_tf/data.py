@@ -472,39 +472,33 @@ def preprocess(name: str, images: tf.Tensor) -> tf.Tensor:
 # --------------------------------------------------------------------------- raw datasets
 
 
-def _local_images(name: str, split: str, source: Source) -> np.ndarray:
-    """[N, 28, 28, 1] uint8 images from IDX files or Keras' npz."""
+def _local_array(name: str, split: str, source: Source, index: int) -> tuple[np.ndarray, Path]:
+    """The images (``index`` 0) or labels (1) of a split from IDX files or Keras' npz, and
+    the file they came from."""
     assert source.path is not None
     split = _idx_split(name, split, source.path)
     if source.kind == "npz":
         with np.load(source.path) as archive:
-            key = f"x_{split}"
+            key = f"{'xy'[index]}_{split}"
             if key not in archive:
                 raise ValueError(f"{source.path}: no array {key!r} (found {sorted(archive)})")
-            return _check_images(name, archive[key], source.path)
-    path = _idx_file(source.path, IDX_FILES[split][0])
+            return archive[key], source.path
+    base = IDX_FILES[split][index]
+    path = _idx_file(source.path, base)
     if path is None:
-        raise DataNotFoundError(f"No {IDX_FILES[split][0]}[.gz] in {source.path}.")
-    return _check_images(name, read_idx(path), path)
+        raise DataNotFoundError(f"No {base}[.gz] in {source.path}{' (needed for labels)' if index else ''}.")
+    return read_idx(path), path
+
+
+def _local_images(name: str, split: str, source: Source) -> np.ndarray:
+    """[N, 28, 28, 1] uint8 images from IDX files or Keras' npz."""
+    images, where = _local_array(name, split, source, 0)
+    return _check_images(name, images, where)
 
 
 def _local_labels(name: str, split: str, source: Source) -> np.ndarray:
     """[N] int32 labels from the IDX label file beside the images, or Keras' npz."""
-    assert source.path is not None
-    split = _idx_split(name, split, source.path)
-    if source.kind == "npz":
-        with np.load(source.path) as archive:
-            key = f"y_{split}"
-            if key not in archive:
-                raise ValueError(f"{source.path}: no array {key!r} (found {sorted(archive)})")
-            labels = archive[key]
-        where = source.path
-    else:
-        base = IDX_FILES[split][1]
-        path = _idx_file(source.path, base)
-        if path is None:
-            raise DataNotFoundError(f"No {base}[.gz] in {source.path} (needed for labels).")
-        labels, where = read_idx(path), path
+    labels, where = _local_array(name, split, source, 1)
     if labels.ndim != 1:
         raise IdxFormatError(f"{where}: expected labels shaped [N], found {list(labels.shape)}")
     classes = num_classes(name)
