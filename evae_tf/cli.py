@@ -1,17 +1,25 @@
-"""argparse value types and argument groups shared by the command lines (trainers,
-export, bench).
+"""What the command lines (trainers, export, bench) share: argparse value types, the
+``--help`` formatter, the ex-post sampler's flags, exit codes and the SIGTERM handling.
 
-Each raises ``argparse.ArgumentTypeError``, so argparse prints one line naming the flag
-and the value received, and exits with status 2.
+Each value type raises ``argparse.ArgumentTypeError``, so argparse prints one line naming
+the flag and the value received, and exits with status 2. Nothing here imports
+TensorFlow, so ``--help`` and usage errors stay fast.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import os
+import signal
+import threading
 
 from evae_tf.config import COVARIANCE_TYPES, SamplerConfig
+
+EXIT_FAILURE = 1
+EXIT_USAGE = 2  # argparse's own status for a bad flag
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports Ctrl-C
 
 
 def positive(kind, noun: str | None = None):
@@ -41,6 +49,49 @@ def readable_dir(text: str) -> str:
     if not os.access(text, os.R_OK | os.X_OK):
         raise argparse.ArgumentTypeError(f"{text!r} is not readable")
     return text
+
+
+def _format_default(value) -> str:
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, (list, tuple)):
+        return " ".join(_format_default(v) for v in value)
+    return str(value)
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """Appends ``(default: X)`` to a flag's help only when it tells something: not for a
+    default of ``None`` or ``False`` (the help says what happens then), and not when the
+    help already names its default. Floats print short (``0.0001``), lists as typed."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if (not action.option_strings or default is None or default is False
+                or default is argparse.SUPPRESS or "(default" in text or "%(default)" in text):
+            return text
+        return f"{text} (default: {_format_default(default).replace('%', '%%')})"
+
+
+def _raise_keyboard_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def sigterm_as_keyboard_interrupt():
+    """Within the block, SIGTERM unwinds like Ctrl-C (``KeyboardInterrupt``), so that
+    ``finally`` blocks remove temporary files and the command exits as interrupted.
+
+    Only the main thread can install handlers; elsewhere this does nothing.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
 
 
 def add_sampler_arguments(p: argparse.ArgumentParser, prefix: str = "") -> None:

@@ -19,6 +19,10 @@ DEFAULT_STEP = 100.0 ** (-2.0 / 9.0)  # b(100) ≈ 0.359381, the paper's step si
 MODEL_KINDS = ("evae", "vae")
 PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
 STRATEGIES = ("auto", "default", "mirrored", "multi_worker")
+# The FID feature networks (evae_tf.metrics) and the --fid choices of the command lines.
+FID_NETWORKS = ("inception2015", "keras_inception", "domain")
+FID_CHOICES = (*FID_NETWORKS, "none")
+DEFAULT_FID = "inception2015"  # the paper's (and the published FIDs') network
 
 
 def _positive_float(name: str, value: Any) -> float:
@@ -182,6 +186,19 @@ class TrainConfig:
     def load(cls, path: str) -> TrainConfig:
         with open(path) as f:
             return cls.from_dict(json.load(f))
+
+
+def defaults(cls) -> dict[str, Any]:
+    """``{field: default}`` of a config dataclass, for the fields that have a plain default.
+
+    The one source of the defaults: the command lines and library signatures read them
+    from here instead of repeating the numbers.
+    """
+    return {f.name: f.default for f in dataclasses.fields(cls) if f.default is not dataclasses.MISSING}
+
+
+MODEL_DEFAULTS: dict[str, Any] = defaults(ModelConfig)
+TRAIN_DEFAULTS: dict[str, Any] = defaults(TrainConfig)
 
 
 def _known_fields(cls, d: dict[str, Any]) -> dict[str, Any]:

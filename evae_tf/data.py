@@ -40,7 +40,6 @@ import gzip
 import logging
 import math
 import os
-import socket
 import struct
 import zlib
 from collections.abc import Sequence
@@ -49,6 +48,8 @@ from typing import Any, Literal
 
 import numpy as np
 import tensorflow as tf
+
+from evae_tf import network
 
 __all__ = [
     "DATASETS",
@@ -60,15 +61,21 @@ __all__ = [
     "IMAGE_SHAPES",
     "IdxFormatError",
     "NPZ_SEARCH_PATHS",
+    "NUM_CLASSES",
     "Source",
     "center_crop",
     "find_source",
     "image_shape",
     "load",
     "load_arrays",
+    "num_classes",
     "num_examples",
+    "pipeline_options",
     "preprocess",
+    "raw_dataset",
     "read_idx",
+    "resolve_source",
+    "resolve_split",
 ]
 
 logger = logging.getLogger(__name__)
@@ -97,6 +104,8 @@ RAW_SHAPES: dict[str, tuple[int, int, int]] = {
     "celeb_a": (218, 178, 3),
 }
 CROP_SIZES: dict[str, int] = {"celeb_a": 140}
+# Datasets with class labels (CelebA has 40 binary attributes instead).
+NUM_CLASSES: dict[str, int] = {"mnist": 10, "fashion_mnist": 10, "cifar10": 10}
 MNIST_STYLE: tuple[str, ...] = ("mnist", "fashion_mnist")  # may come as IDX files
 
 # Split sizes of the TFDS versions, used when TFDS does not know them yet (before a download).
@@ -134,8 +143,7 @@ NPZ_SEARCH_PATHS: dict[str, tuple[str, ...]] = {
     "mnist": ("~/.keras/datasets/mnist.npz",),
 }
 
-PROBE_ADDRESS: tuple[str, int] = ("storage.googleapis.com", 443)
-PROBE_TIMEOUT_S = 3.0
+PROBE_ADDRESS: tuple[str, int] = ("storage.googleapis.com", 443)  # where TFDS downloads from
 
 # Cache the decoded uint8 images only when they fit in this many bytes (CelebA does not).
 CACHE_MAX_BYTES = 1 << 30
@@ -188,7 +196,16 @@ def image_shape(name: str) -> tuple[int, int, int]:
     return IMAGE_SHAPES[name]
 
 
-def _resolve_split(name: str, split: str) -> str:
+def num_classes(name: str) -> int:
+    """Number of classes of ``name``; a ValueError for datasets without class labels."""
+    _check_name(name)
+    if name not in NUM_CLASSES:
+        raise ValueError(f"{name} has no class labels (supported: {', '.join(NUM_CLASSES)}).")
+    return NUM_CLASSES[name]
+
+
+def resolve_split(name: str, split: str) -> str:
+    """The split name behind ``"holdout"`` (:data:`HOLDOUT_SPLIT`); others unchanged."""
     return HOLDOUT_SPLIT[name] if split == "holdout" else split
 
 
@@ -295,17 +312,6 @@ def _check_images(name: str, images: np.ndarray, where: Path) -> np.ndarray:
 # --------------------------------------------------------------------------- finding data
 
 
-def _network_reachable(
-    address: tuple[str, int] = PROBE_ADDRESS, timeout: float = PROBE_TIMEOUT_S
-) -> bool:
-    """Whether a TCP connection to ``address`` opens within ``timeout`` seconds."""
-    try:
-        with socket.create_connection(address, timeout=timeout):
-            return True
-    except OSError:
-        return False
-
-
 def _tfds() -> Any:
     import tensorflow_datasets as tfds  # deferred: slow to import, unneeded for IDX files
 
@@ -363,7 +369,7 @@ def _explicit_source(name: str, directory: Path, *, allow_local: bool) -> Source
     if _tfds_prepared(name, directory):
         return Source("dir", directory)
     searched.append(f"a prepared TFDS copy in {directory}")
-    if _network_reachable():
+    if network.reachable(PROBE_ADDRESS):
         return Source("tfds_download", directory)
     raise DataNotFoundError(_not_found_message(name, searched))
 
@@ -418,15 +424,16 @@ def find_source(
         return Source("tfds_prepared", tfds_dir)
     searched.append(f"a prepared TFDS copy in {tfds_dir}")
 
-    if _network_reachable():
+    if network.reachable(PROBE_ADDRESS):
         logger.info("%s: no local copy; TFDS will download it into %s", name, tfds_dir)
         return Source("tfds_download", tfds_dir)
     raise DataNotFoundError(_not_found_message(name, searched))
 
 
-def _source(
+def resolve_source(
     name: str, data_dir: str | os.PathLike[str] | None, source: str | Source
 ) -> Source:
+    """The :class:`Source` that ``source`` (``"auto"``, ``"tfds"`` or a Source) means."""
     if isinstance(source, Source):
         return source
     if source not in ("auto", "tfds"):
@@ -466,32 +473,71 @@ def preprocess(name: str, images: tf.Tensor) -> tf.Tensor:
 # --------------------------------------------------------------------------- raw datasets
 
 
-def _local_images(name: str, split: str, source: Source) -> np.ndarray:
-    """[N, 28, 28, 1] uint8 images from IDX files or Keras' npz."""
+def _local_array(name: str, split: str, source: Source, index: int) -> tuple[np.ndarray, Path]:
+    """The images (``index`` 0) or labels (1) of a split from IDX files or Keras' npz, and
+    the file they came from."""
     assert source.path is not None
     split = _idx_split(name, split, source.path)
     if source.kind == "npz":
         with np.load(source.path) as archive:
-            key = f"x_{split}"
+            key = f"{'xy'[index]}_{split}"
             if key not in archive:
                 raise ValueError(f"{source.path}: no array {key!r} (found {sorted(archive)})")
-            return _check_images(name, archive[key], source.path)
-    path = _idx_file(source.path, IDX_FILES[split][0])
+            return archive[key], source.path
+    base = IDX_FILES[split][index]
+    path = _idx_file(source.path, base)
     if path is None:
-        raise DataNotFoundError(f"No {IDX_FILES[split][0]}[.gz] in {source.path}.")
-    return _check_images(name, read_idx(path), path)
+        raise DataNotFoundError(f"No {base}[.gz] in {source.path}{' (needed for labels)' if index else ''}.")
+    return read_idx(path), path
+
+
+def _local_images(name: str, split: str, source: Source) -> np.ndarray:
+    """[N, 28, 28, 1] uint8 images from IDX files or Keras' npz."""
+    images, where = _local_array(name, split, source, 0)
+    return _check_images(name, images, where)
+
+
+def _local_labels(name: str, split: str, source: Source) -> np.ndarray:
+    """[N] int32 labels from the IDX label file beside the images, or Keras' npz."""
+    labels, where = _local_array(name, split, source, 1)
+    if labels.ndim != 1:
+        raise IdxFormatError(f"{where}: expected labels shaped [N], found {list(labels.shape)}")
+    classes = num_classes(name)
+    if labels.size and (labels.min() < 0 or labels.max() >= classes):
+        raise IdxFormatError(
+            f"{where}: labels must lie in [0, {classes - 1}], found [{labels.min()}, {labels.max()}]"
+        )
+    return labels.astype(np.int32)
+
+
+def _local_dataset(name: str, split: str, source: Source, with_labels: bool) -> tf.data.Dataset:
+    images = _local_images(name, split, source)
+    if not with_labels:
+        return tf.data.Dataset.from_tensor_slices(images)
+    labels = _local_labels(name, split, source)
+    if len(images) != len(labels):
+        raise IdxFormatError(
+            f"{source.path}: {len(images)} images but {len(labels)} labels in split {split!r}"
+        )
+    return tf.data.Dataset.from_tensor_slices((images, labels))
 
 
 def _tfds_builder(name: str, source: Source) -> Any:
     return _tfds().builder(name, data_dir=None if source.path is None else str(source.path))
 
 
-def _raw_dataset(
-    name: str, split: str, source: Source, *, shuffle_files: bool, seed: int | None
+def raw_dataset(
+    name: str, split: str, source: Source, *, shuffle_files: bool = False, seed: int | None = None,
+    with_labels: bool = False,
 ) -> tf.data.Dataset:
-    """Undecorated dataset of stored uint8 images ``[h, w, c]``."""
+    """Undecorated dataset of stored uint8 images ``[h, w, c]`` of a resolved ``split``
+    (:func:`resolve_split`) and ``source`` (:func:`resolve_source`); with
+    ``with_labels``, of ``(image, int32 label)`` (:func:`num_classes` checks the dataset
+    has labels)."""
+    if with_labels:
+        num_classes(name)
     if not source.is_tfds:
-        return tf.data.Dataset.from_tensor_slices(_local_images(name, split, source))
+        return _local_dataset(name, split, source, with_labels)
     tfds = _tfds()
     builder = _tfds_builder(name, source)
     if source.kind == "tfds_download":
@@ -501,6 +547,9 @@ def _raw_dataset(
         shuffle_files=shuffle_files,
         read_config=tfds.ReadConfig(shuffle_seed=seed, try_autocache=False),
     )
+    if with_labels:
+        return ds.map(lambda ex: (ex["image"], tf.cast(ex["label"], tf.int32)),
+                      num_parallel_calls=tf.data.AUTOTUNE)
     return ds.map(lambda example: example["image"], num_parallel_calls=tf.data.AUTOTUNE)
 
 
@@ -532,8 +581,8 @@ def num_examples(
 ) -> int:
     """Number of images :func:`load` yields for the same arguments (before batching)."""
     _check_name(name)
-    split = _resolve_split(name, split)
-    src = _source(name, data_dir, source)
+    split = resolve_split(name, split)
+    src = resolve_source(name, data_dir, source)
     if src.kind == "idx":
         assert src.path is not None
         split = _idx_split(name, split, src.path)
@@ -584,9 +633,9 @@ def load(
         raise ValueError(f"batch_size must be positive. Received: batch_size={batch_size}")
     if take is not None and take < 1:
         raise ValueError(f"take must be positive or None. Received: take={take}")
-    split = _resolve_split(name, split)
-    src = _source(name, data_dir, source)
-    ds = _raw_dataset(name, split, src, shuffle_files=shuffle, seed=seed)
+    split = resolve_split(name, split)
+    src = resolve_source(name, data_dir, source)
+    ds = raw_dataset(name, split, src, shuffle_files=shuffle, seed=seed)
     if take is not None:
         ds = ds.take(take)
 

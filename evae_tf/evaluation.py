@@ -38,14 +38,13 @@ import numpy as np
 
 from evae_tf import data as data_lib
 from evae_tf import metrics, models, runs
-from evae_tf.config import TrainConfig
+from evae_tf.config import DEFAULT_FID, FID_CHOICES, TrainConfig
 from evae_tf.files import write_bytes_atomic, write_json_atomic
 from evae_tf.images import encode_png, grid
 from evae_tf.rundir import CONFIG_FILE, MODEL_FILE, RunDir, RunDirError
 
 log = logging.getLogger(__name__)
 
-FID_CHOICES: tuple[str, ...] = (*metrics.FID_NETWORKS, "none")
 QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
 # The latent samplers evaluated, by their key in the metrics: the paper's prior, and the
 # run's ex-post sampler (None: the one attached to the model).
@@ -214,7 +213,7 @@ def _result(workdir, config: TrainConfig, model: models.LatentVariableModel, sum
 
 
 def evaluate_run(
-    workdir: str | os.PathLike[str], *, fid: str | metrics.FIDNetwork | None = "inception2015",
+    workdir: str | os.PathLike[str], *, fid: str | metrics.FIDNetwork | None = DEFAULT_FID,
     fid_weights: str | os.PathLike[str] | None = None, num_images: int | None = None,
     batch_size: int | None = None, data_dir: str | os.PathLike[str] | None = None,
     cache_dir: str | os.PathLike[str] | None = None, seed: int | None = None,

@@ -28,7 +28,6 @@ import json
 import logging
 import os
 import shutil
-import socket
 import tarfile
 import tempfile
 import urllib.parse
@@ -42,7 +41,8 @@ import numpy as np
 import tensorflow as tf
 from scipy import linalg
 
-from evae_tf import data, labels
+from evae_tf import data, labels, network
+from evae_tf.config import FID_NETWORKS
 from evae_tf.files import replace_atomic, write_json_atomic
 
 logger = logging.getLogger(__name__)
@@ -229,14 +229,12 @@ class GaussianStats:
 
 ENV_FID_WEIGHTS = "EVAE_FID_WEIGHTS"
 ENV_CACHE_DIR = "EVAE_CACHE_DIR"
-FID_NETWORKS: tuple[str, ...] = ("inception2015", "keras_inception", "domain")
 
 INCEPTION2015_URL = "https://download.tensorflow.org/models/image/imagenet/inception-2015-12-05.tgz"
 INCEPTION2015_GRAPH = "classify_image_graph_def.pb"
 INCEPTION2015_CACHE = "inception-2015-12-05"
 KERAS_INCEPTION_WEIGHTS = "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5"
 INCEPTION_SIZE = 299
-PROBE_TIMEOUT_S = 3.0
 DOWNLOAD_TIMEOUT_S = 60.0
 
 
@@ -262,15 +260,6 @@ class FIDNetwork(Protocol):
 def default_cache_dir() -> Path:
     """``$EVAE_CACHE_DIR``, else ``~/.cache/evae_tf`` (read at call time)."""
     return Path(os.environ.get(ENV_CACHE_DIR) or "~/.cache/evae_tf").expanduser()
-
-
-def _reachable(host: str, port: int = 443, timeout: float = PROBE_TIMEOUT_S) -> bool:
-    """Whether a TCP connection to ``host:port`` opens within ``timeout`` seconds."""
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
-            return True
-    except OSError:
-        return False
 
 
 def to_rgb(images) -> tf.Tensor:
@@ -508,7 +497,7 @@ def inception2015(weights: str | os.PathLike[str] | None = None, *,
     if cached.exists():
         return Inception2015Graph(cached)
     host = urllib.parse.urlsplit(INCEPTION2015_URL).hostname or ""
-    if allow_download and _reachable(host):
+    if allow_download and network.reachable((host, 443)):
         return Inception2015Graph(_fetch_inception2015(cached))
     raise FIDUnavailableError(
         f"no weights for the 2015 Inception network: pass --fid-weights PATH ({INCEPTION2015_GRAPH} "
@@ -549,7 +538,7 @@ def keras_inception(weights: str | os.PathLike[str] | None = None, *,
         cached = _keras_home() / "models" / KERAS_INCEPTION_WEIGHTS
         if cached.is_file():
             source = str(cached)
-        elif allow_download and _reachable("storage.googleapis.com"):
+        elif allow_download and network.reachable(("storage.googleapis.com", 443)):
             source = "imagenet"
         else:
             raise FIDUnavailableError(
@@ -609,7 +598,7 @@ def domain_classifier(dataset: str, *, data_dir: str | os.PathLike[str] | None =
     cache = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
     directory = cache / "domain_fid"
     model_path, info_path = directory / f"{dataset}.keras", directory / f"{dataset}.json"
-    classes = labels.num_classes(dataset)
+    classes = data.num_classes(dataset)
     num_train = int(data.num_examples(dataset, "train", data_dir))
     if model_path.exists() and info_path.exists():
         info = json.loads(info_path.read_text())

@@ -40,8 +40,8 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from evae_tf import data as data_lib
 from evae_tf import evaluation, figures, metrics, runs, training
-from evae_tf.config import MODEL_KINDS, ModelConfig, TrainConfig, write_json_atomic
-from evae_tf.files import write_text_atomic
+from evae_tf.config import DEFAULT_FID, MODEL_KINDS, TRAIN_DEFAULTS, ModelConfig, TrainConfig
+from evae_tf.files import write_json_atomic, write_text_atomic
 from evae_tf.rundir import RunDir, RunDirError
 
 log = logging.getLogger(__name__)
@@ -195,12 +195,12 @@ def reproduce(
     latent_dims: Sequence[int],
     models: Sequence[str] = TABLE_MODELS,
     *,
-    epochs: int = 50,
+    epochs: int = TRAIN_DEFAULTS["epochs"],
     seeds: int = 1,
     steps_per_epoch: int | None = None,
-    batch_size: int = 100,
-    learning_rate: float = 1e-4,
-    fid: str = "inception2015",
+    batch_size: int = TRAIN_DEFAULTS["batch_size"],
+    learning_rate: float = TRAIN_DEFAULTS["learning_rate"],
+    fid: str = DEFAULT_FID,
     fid_weights: str | os.PathLike[str] | None = None,
     num_images: int | None = None,
     data_dir: str | os.PathLike[str] | None = None,

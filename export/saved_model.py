@@ -44,14 +44,18 @@ import re
 import secrets
 import shlex
 import shutil
-import signal
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
-from evae_tf.cli import positive
+from evae_tf.cli import (
+    EXIT_FAILURE,
+    EXIT_INTERRUPTED,
+    HelpFormatter,
+    positive,
+    sigterm_as_keyboard_interrupt,
+)
 from evae_tf.rundir import (
     WEIGHTS,
     RunDirError,
@@ -63,7 +67,6 @@ log = logging.getLogger(__name__)
 MAX_SAMPLES = 1024
 METADATA_DIR = "assets.extra"
 METADATA_FILE = "evae_model.json"
-EXIT_FAILURE = 1
 SERVING_PORT = 8501
 
 
@@ -419,7 +422,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m export.saved_model",
         description="Export a trained EVAE/VAE decoder as a TensorFlow Serving SavedModel.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     p.add_argument("--workdir", required=True, help="run directory written by trainers.fit")
     p.add_argument("--model-base-path", required=True,
@@ -451,31 +454,22 @@ def summary(path: Path, base: Path, seconds: float) -> str:
     ])
 
 
-def _interrupt(signum, frame):
-    raise KeyboardInterrupt
-
-
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     start = time.perf_counter()
-    # SIGTERM unwinds like Ctrl-C, so the temporary directory is removed.
-    on_main_thread = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, _interrupt) if on_main_thread else None
     try:
-        path = export_run(args.workdir, args.model_base_path, args.version, args.weights)
+        with sigterm_as_keyboard_interrupt():  # so that the temporary directory is removed
+            path = export_run(args.workdir, args.model_base_path, args.version, args.weights)
     except ExportError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_FAILURE
     except KeyboardInterrupt:
         print("Interrupted; nothing was exported.", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
     except Exception as e:  # never a traceback on the command line
         print(f"error: export failed: {type(e).__name__}: {one_line(e)}", file=sys.stderr)
         return EXIT_FAILURE
-    finally:
-        if on_main_thread:
-            signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
     print(summary(path, Path(args.model_base_path), time.perf_counter() - start))
     return 0
 

@@ -11,9 +11,9 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 from idx_fixtures import write_idx, write_mnist_dir
 
-from evae_tf import data
+from evae_tf import data, network
 
-REAL_PROBE = data._network_reachable  # the autouse fixture replaces it in every test
+REAL_PROBE = network.reachable  # the autouse fixture replaces it in every test
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 def expected_32(images: np.ndarray) -> np.ndarray:
     """Reference preprocessing for MNIST-style images: [N, 28, 28] uint8 → [N, 32, 32, 1]."""
@@ -35,7 +35,7 @@ def isolated(tmp_path_factory, monkeypatch):
     monkeypatch.setattr(data, "NPZ_SEARCH_PATHS", {"mnist": (str(empty / "mnist.npz"),)})
     monkeypatch.delenv(data.ENV_DATA_DIR, raising=False)
     monkeypatch.setenv("TFDS_DATA_DIR", str(empty / "tfds"))
-    monkeypatch.setattr(data, "_network_reachable", lambda *args, **kwargs: False)
+    monkeypatch.setattr(network, "reachable", lambda *args, **kwargs: False)
     return empty
 
 
@@ -232,7 +232,7 @@ def test_tfds_pipeline_on_mock_data(name):
 def test_tfds_download_is_chosen_only_when_online(monkeypatch, isolated):
     with pytest.raises(data.DataNotFoundError):
         data.find_source("cifar10")
-    monkeypatch.setattr(data, "_network_reachable", lambda *args, **kwargs: True)
+    monkeypatch.setattr(network, "reachable", lambda *args, **kwargs: True)
     assert data.find_source("cifar10") == data.Source("tfds_download", isolated / "tfds")
     with tfds.testing.mock_data(num_examples=5):  # download_and_prepare is a no-op here
         batch = next(iter(data.load("cifar10", "train", batch_size=5)))
@@ -240,7 +240,7 @@ def test_tfds_download_is_chosen_only_when_online(monkeypatch, isolated):
 
 
 def test_source_tfds_skips_local_files(mnist_dir, monkeypatch):
-    monkeypatch.setattr(data, "_network_reachable", lambda *args, **kwargs: True)
+    monkeypatch.setattr(network, "reachable", lambda *args, **kwargs: True)
     source = data.find_source("mnist", mnist_dir[0], allow_local=False)
     assert source == data.Source("tfds_download", mnist_dir[0])
 

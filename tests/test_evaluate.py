@@ -12,7 +12,7 @@ import pytest
 from idx_fixtures import write_mnist_dir
 from test_metrics import fake_inception_graph_def
 
-from evae_tf import data, evaluation, metrics, training
+from evae_tf import data, evaluation, metrics, network, training
 from evae_tf.config import ModelConfig, TrainConfig
 from trainers import evaluate
 
@@ -38,7 +38,7 @@ def run(data_dir, tmp_path_factory):
 
 @pytest.fixture
 def offline(monkeypatch, tmp_path):
-    monkeypatch.setattr(metrics, "_reachable", lambda *a, **k: False)
+    monkeypatch.setattr(network, "reachable", lambda *a, **k: False)
     monkeypatch.delenv(metrics.ENV_FID_WEIGHTS, raising=False)
     monkeypatch.setenv(metrics.ENV_CACHE_DIR, str(tmp_path / "cache"))
     return tmp_path / "cache"
@@ -152,4 +152,5 @@ def test_the_module_runs_as_a_program():
 
 
 def test_cli_choices_match_the_library():
-    assert evaluate.FID_CHOICES == evaluation.FID_CHOICES
+    for name in (*metrics.FID_NETWORKS, "none"):  # every network the library builds, and none
+        assert evaluate.build_parser().parse_args(["--workdir", ".", "--fid", name]).fid == name

@@ -11,7 +11,7 @@ import tensorflow as tf
 from idx_fixtures import write_mnist_dir
 from scipy import ndimage
 
-from evae_tf import data, labels, metrics
+from evae_tf import data, labels, metrics, network
 
 
 def test_flat_image_has_zero_sharpness():
@@ -185,7 +185,7 @@ def test_fid_pipeline_end_to_end_with_a_tiny_network(caplog):
 
 @pytest.fixture
 def offline(monkeypatch, tmp_path):
-    monkeypatch.setattr(metrics, "_reachable", lambda *a, **k: False)
+    monkeypatch.setattr(network, "reachable", lambda *a, **k: False)
     monkeypatch.delenv(metrics.ENV_FID_WEIGHTS, raising=False)
     monkeypatch.setenv(metrics.ENV_CACHE_DIR, str(tmp_path / "cache"))
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))

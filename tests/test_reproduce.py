@@ -11,7 +11,7 @@ import pytest
 import tensorflow as tf
 from idx_fixtures import write_mnist_dir
 
-from evae_tf import figures, metrics, reproduce, rundir, training
+from evae_tf import figures, network, reproduce, rundir, training
 from trainers import reproduce as reproduce_cli
 
 DIMS = (2, 4)
@@ -106,7 +106,7 @@ def test_a_failing_cell_is_reported_and_the_exit_code_says_so(tmp_path, monkeypa
         raise training.NonFiniteLossError("Training stopped: non-finite reconstruction at epoch 1, step 1.")
 
     monkeypatch.setattr(training, "train", diverge)
-    monkeypatch.setattr(metrics, "_reachable", lambda *a, **k: False)
+    monkeypatch.setattr(network, "reachable", lambda *a, **k: False)
     code = reproduce_cli.main(["--dataset", "fashion_mnist", "--latent-dims", "2", "--models", "vae",
                                "--epochs", "1", "--fid", "none", "--out", str(tmp_path / "out")])
     assert code == reproduce_cli.EXIT_FAILURE

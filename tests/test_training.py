@@ -132,11 +132,11 @@ def test_bad_flags_exit_2_with_one_line(flags, expected):
 
 
 def test_missing_data_is_one_clear_error(tmp_path, capsys, monkeypatch):
-    from evae_tf import data
+    from evae_tf import network
 
     empty = tmp_path / "empty"
     empty.mkdir()
-    monkeypatch.setattr(data, "_network_reachable", lambda *a, **k: False)
+    monkeypatch.setattr(network, "reachable", lambda *a, **k: False)
     code = fit.main(["--dataset", "fashion_mnist", "--data-dir", str(empty), "--workdir",
                      str(tmp_path / "run"), *TINY])
     err = capsys.readouterr().err

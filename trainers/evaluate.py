@@ -16,10 +16,8 @@ import logging
 import os
 import sys
 
-from evae_tf.cli import positive, readable_dir
-from trainers.fit import EXIT_FAILURE, EXIT_INTERRUPTED
-
-FID_CHOICES = ("inception2015", "keras_inception", "domain", "none")
+from evae_tf.cli import EXIT_FAILURE, EXIT_INTERRUPTED, HelpFormatter, positive, readable_dir
+from evae_tf.config import DEFAULT_FID, FID_CHOICES
 
 
 def _existing_path(text: str) -> str:
@@ -30,7 +28,7 @@ def _existing_path(text: str) -> str:
 
 def add_fid_arguments(p: argparse.ArgumentParser) -> None:
     """The FID flags shared with ``trainers.reproduce``."""
-    p.add_argument("--fid", choices=FID_CHOICES, default="inception2015",
+    p.add_argument("--fid", choices=FID_CHOICES, default=DEFAULT_FID,
                    help="FID feature network: the 2015 Inception graph (the published FIDs), "
                         "Keras' InceptionV3 (an alternative), a classifier trained on the "
                         "dataset's labels (domain FID), or none")
@@ -49,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m trainers.evaluate",
         description="Evaluate a trained EVAE/VAE run on the hold-out split (loss, sharpness, FID).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     p.add_argument("--workdir", required=True, type=readable_dir, help="the run directory")
     add_fid_arguments(p)

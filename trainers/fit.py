@@ -12,24 +12,29 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import signal
 import sys
 
-from evae_tf.cli import add_sampler_arguments, positive, readable_dir
+from evae_tf.cli import (
+    EXIT_FAILURE,
+    EXIT_INTERRUPTED,
+    HelpFormatter,
+    add_sampler_arguments,
+    positive,
+    readable_dir,
+    sigterm_as_keyboard_interrupt,
+)
 from evae_tf.config import (
-    DEFAULT_STEP,
+    MODEL_DEFAULTS,
+    MODEL_KINDS,
     PRECISIONS,
     STRATEGIES,
+    TRAIN_DEFAULTS,
     ModelConfig,
     SamplerConfig,
     TrainConfig,
     parse_support,
 )
 from evae_tf.data import DATASETS, image_shape
-
-EXIT_USAGE = 2
-EXIT_FAILURE = 1
-EXIT_INTERRUPTED = 130
 
 
 def _support(text: str):
@@ -49,37 +54,37 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m trainers.fit",
         description="Train an Epanechnikov VAE (or the Gaussian VAE baseline) with the paper's settings.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     p.add_argument("--dataset", required=True, choices=DATASETS, help="dataset to train on")
-    p.add_argument("--model", default="evae", choices=("evae", "vae"), help="model kind")
-    p.add_argument("--latent-dim", type=positive(int), default=64, help="latent dimension d_z")
-    p.add_argument("--support", type=_support, default="learned",
+    p.add_argument("--model", default=MODEL_DEFAULTS["kind"], choices=MODEL_KINDS, help="model kind")
+    p.add_argument("--latent-dim", type=positive(int), default=MODEL_DEFAULTS["latent_dim"], help="latent dimension d_z")
+    p.add_argument("--support", type=_support, default=MODEL_DEFAULTS["support"],
                    help="EVAE prior support B: 'learned' (an encoder head) or a positive float (fixed)")
-    p.add_argument("--epochs", type=positive(int), default=50, help="number of epochs")
-    p.add_argument("--batch-size", type=positive(int), default=100, help="global batch size")
-    p.add_argument("--learning-rate", type=positive(float), default=1e-4, help="Adam learning rate")
+    p.add_argument("--epochs", type=positive(int), default=TRAIN_DEFAULTS["epochs"], help="number of epochs")
+    p.add_argument("--batch-size", type=positive(int), default=TRAIN_DEFAULTS["batch_size"], help="global batch size")
+    p.add_argument("--learning-rate", type=positive(float), default=TRAIN_DEFAULTS["learning_rate"], help="Adam learning rate")
     p.add_argument("--steps-per-epoch", type=positive(int), default=None,
                    help="training steps per epoch (default: the whole training split)")
     p.add_argument("--validation-steps", type=positive(int), default=None,
                    help="hold-out batches per validation (default: the whole hold-out split)")
-    p.add_argument("--precision", choices=PRECISIONS, default="auto",
+    p.add_argument("--precision", choices=PRECISIONS, default=TRAIN_DEFAULTS["precision"],
                    help="dtype policy; auto = mixed_float16 on a GPU, float32 on CPU")
-    p.add_argument("--strategy", choices=STRATEGIES, default="auto",
+    p.add_argument("--strategy", choices=STRATEGIES, default=TRAIN_DEFAULTS["strategy"],
                    help="tf.distribute strategy; auto = mirrored over several GPUs, else default; "
                         "multi_worker reads TF_CONFIG")
     p.add_argument("--cpu-replicas", type=positive(int), default=1,
                    help="split the CPU into this many logical devices (to run --strategy mirrored on CPU)")
-    p.add_argument("--seed", type=int, default=0, help="seed for data order, initialisation and sampling")
+    p.add_argument("--seed", type=int, default=TRAIN_DEFAULTS["seed"], help="seed for data order, initialisation and sampling")
     p.add_argument("--data-dir", type=readable_dir, default=None,
                    help="directory with the dataset (IDX files or a TFDS data_dir); also EVAE_DATA_DIR")
     p.add_argument("--workdir", type=_workdir, default=None,
                    help="run directory (default: runs/<dataset>-<model>-d<latent>-<timestamp>)")
     g = p.add_argument_group("EVAE options (spec §2-§3)")
-    g.add_argument("--step", type=positive(float), default=DEFAULT_STEP, help="step size b")
-    g.add_argument("--spread-floor", type=positive(float), default=1e-3, help="floor r_min of the spread r")
-    g.add_argument("--support-floor", type=positive(float), default=1e-3, help="floor B_min of learned B")
-    g.add_argument("--kernel-n", type=positive(int), default=None,
+    g.add_argument("--step", type=positive(float), default=MODEL_DEFAULTS["step"], help="step size b")
+    g.add_argument("--spread-floor", type=positive(float), default=MODEL_DEFAULTS["spread_floor"], help="floor r_min of the spread r")
+    g.add_argument("--support-floor", type=positive(float), default=MODEL_DEFAULTS["support_floor"], help="floor B_min of learned B")
+    g.add_argument("--kernel-n", type=positive(int), default=MODEL_DEFAULTS["kernel_n"],
                    help="n in the penalty 3B/(5nr) (default: the batch size)")
     add_sampler_arguments(p, prefix="sampler-")
     p.add_argument("--verbose", type=int, choices=(0, 1, 2), default=1,
@@ -108,10 +113,6 @@ def _split_cpu(replicas: int) -> None:
 
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * replicas)
-
-
-def _interrupt(signum, frame):
-    raise KeyboardInterrupt
 
 
 def summary(result, config: TrainConfig) -> str:
@@ -156,9 +157,9 @@ def main(argv: list[str] | None = None) -> int:
     from evae_tf.data import DataNotFoundError
     from evae_tf.rundir import RunDirError
 
-    signal.signal(signal.SIGTERM, _interrupt)
     try:
-        result = training.train(config, verbose=args.verbose)
+        with sigterm_as_keyboard_interrupt():
+            result = training.train(config, verbose=args.verbose)
     except (DataNotFoundError, training.TrainingError, RunDirError, ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_FAILURE

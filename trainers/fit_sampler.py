@@ -15,13 +15,18 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
 import sys
 
-from evae_tf.cli import add_sampler_arguments, readable_dir
+from evae_tf.cli import (
+    EXIT_FAILURE,
+    EXIT_INTERRUPTED,
+    HelpFormatter,
+    add_sampler_arguments,
+    readable_dir,
+    sigterm_as_keyboard_interrupt,
+)
 from evae_tf.config import SamplerConfig
 from evae_tf.rundir import WEIGHTS
-from trainers.fit import EXIT_FAILURE, EXIT_INTERRUPTED, _interrupt
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m trainers.fit_sampler",
         description="Fit the ex-post latent sampler of a trained run (generation from the "
                     "aggregate posterior instead of the paper's prior).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     p.add_argument("--workdir", required=True, type=readable_dir, help="the run directory")
     p.add_argument("--weights", choices=WEIGHTS, default="final",
@@ -47,12 +52,12 @@ def main(argv: list[str] | None = None) -> int:
     from evae_tf import runs
     from evae_tf.rundir import RunDirError
 
-    signal.signal(signal.SIGTERM, _interrupt)
     sampler_config = SamplerConfig(args.components, args.covariance_type)
     try:
-        model, config = runs.load_model(args.workdir, args.weights)
-        sampler = runs.fit_sampler(args.workdir, model, config, args.weights, sampler_config,
-                                   data_dir=args.data_dir)
+        with sigterm_as_keyboard_interrupt():
+            model, config = runs.load_model(args.workdir, args.weights)
+            sampler = runs.fit_sampler(args.workdir, model, config, args.weights, sampler_config,
+                                       data_dir=args.data_dir)
     except RunDirError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_FAILURE

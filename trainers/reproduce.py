@@ -15,33 +15,38 @@ import argparse
 import logging
 import os
 import shlex
-import signal
 import sys
 
-from evae_tf.cli import positive, readable_dir
-from evae_tf.config import MODEL_KINDS
+from evae_tf.cli import (
+    EXIT_FAILURE,
+    EXIT_INTERRUPTED,
+    HelpFormatter,
+    positive,
+    readable_dir,
+    sigterm_as_keyboard_interrupt,
+)
+from evae_tf.config import MODEL_KINDS, TRAIN_DEFAULTS
 from evae_tf.data import DATASETS
 from trainers.evaluate import add_fid_arguments
-from trainers.fit import EXIT_FAILURE, EXIT_INTERRUPTED, _interrupt
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m trainers.reproduce",
         description="Train and evaluate the paper's grid (models x latent dims x seeds) and write a report.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     p.add_argument("--dataset", required=True, choices=DATASETS, help="dataset")
     p.add_argument("--latent-dims", type=positive(int), nargs="+", default=[8, 16, 32, 64],
                    help="latent dimensions d_z")
-    p.add_argument("--models", choices=MODEL_KINDS, nargs="+", default=["evae", "vae"], help="model kinds")
-    p.add_argument("--epochs", type=positive(int), default=50, help="epochs per cell")
+    p.add_argument("--models", choices=MODEL_KINDS, nargs="+", default=list(MODEL_KINDS), help="model kinds")
+    p.add_argument("--epochs", type=positive(int), default=TRAIN_DEFAULTS["epochs"], help="epochs per cell")
     p.add_argument("--seeds", type=positive(int), default=1,
                    help="number of seeds per cell (seeds 0..N-1; the report shows mean ± sd)")
     p.add_argument("--steps-per-epoch", type=positive(int), default=None,
                    help="training steps per epoch (default: the whole training split)")
-    p.add_argument("--batch-size", type=positive(int), default=100, help="batch size")
-    p.add_argument("--learning-rate", type=positive(float), default=1e-4, help="Adam learning rate")
+    p.add_argument("--batch-size", type=positive(int), default=TRAIN_DEFAULTS["batch_size"], help="batch size")
+    p.add_argument("--learning-rate", type=positive(float), default=TRAIN_DEFAULTS["learning_rate"], help="Adam learning rate")
     add_fid_arguments(p)
     p.add_argument("--data-dir", type=readable_dir, default=None,
                    help="directory with the dataset (IDX files or a TFDS data_dir); also EVAE_DATA_DIR")
@@ -61,15 +66,15 @@ def main(argv: list[str] | None = None) -> int:
     from evae_tf.rundir import RunDirError
 
     command = "python -m trainers.reproduce " + shlex.join(sys.argv[1:] if argv is None else argv)
-    signal.signal(signal.SIGTERM, _interrupt)
     try:
-        result = reproduce.reproduce(
-            args.dataset, args.latent_dims, args.models, epochs=args.epochs, seeds=args.seeds,
-            steps_per_epoch=args.steps_per_epoch, batch_size=args.batch_size,
-            learning_rate=args.learning_rate, fid=args.fid, fid_weights=args.fid_weights,
-            num_images=args.num_images, data_dir=args.data_dir, cache_dir=args.cache_dir,
-            out=args.out, verbose=args.verbose, command=command,
-        )
+        with sigterm_as_keyboard_interrupt():
+            result = reproduce.reproduce(
+                args.dataset, args.latent_dims, args.models, epochs=args.epochs, seeds=args.seeds,
+                steps_per_epoch=args.steps_per_epoch, batch_size=args.batch_size,
+                learning_rate=args.learning_rate, fid=args.fid, fid_weights=args.fid_weights,
+                num_images=args.num_images, data_dir=args.data_dir, cache_dir=args.cache_dir,
+                out=args.out, verbose=args.verbose, command=command,
+            )
     except (DataNotFoundError, evaluation.EvaluationError, training.TrainingError, RunDirError,
             ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
