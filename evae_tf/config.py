@@ -70,7 +70,7 @@ class ModelConfig:
     kind: str = "evae"
     image_shape: tuple[int, int, int] = (32, 32, 1)
     latent_dim: int = 64
-    # EVAE only (spec §2, §3):
+    # EVAE only (docs/math.md, 'Parameterisation and floors', 'The EVAE loss and its sign'):
     support: str | float = "learned"
     step: float = DEFAULT_STEP
     spread_floor: float = 1e-3

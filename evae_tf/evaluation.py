@@ -1,7 +1,7 @@
 """Evaluation of a trained run: the library function behind ``python -m trainers.evaluate``.
 
 ``evaluate_run(workdir)`` loads ``<workdir>/model.keras`` and measures, over the
-hold-out split of the run's dataset (spec §8):
+hold-out split of the run's dataset (docs/math.md, 'Metrics: sharpness and FID'):
 
 - the loss terms (``compute_terms``): reconstruction (BCE sum), penalty, loss, each a
   mean over images;

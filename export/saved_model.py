@@ -20,10 +20,17 @@ inference mode. Signatures:
 * ``serving_default``: ``z`` float32 ``[None, latent_dim]`` -> ``images`` float32
   ``[None, H, W, C]`` in [0, 1] and ``png_bytes`` string ``[None]`` (one PNG each);
 * ``sample``: ``num_samples`` int32 scalar (1..1024), ``seed`` int64 scalar -> ``z``,
-  ``images``, ``png_bytes``: stateless draws from the model's prior (spec §5; EVAE
+  ``images``, ``png_bytes``: stateless draws from the run's ex-post sampler (a Gaussian
+  mixture fitted to the training latents, docs/math.md, 'Ex-post sampling: how images
+  are generated'; fitted on export when the run has none), so a seed always gives the
+  same samples (those of ``model.generate(num_samples, seed=seed)`` with the sampler
+  attached);
+* ``sample_prior``: the same inputs and outputs, drawn from the paper's prior (EVAE
   ``Unif[-B_prior/2, B_prior/2]^d`` with ``B_prior`` baked in as a constant, VAE
-  ``N(0, I)``), so a seed always gives the same samples (those of
-  ``model.generate(num_samples, seed=seed)``).
+  ``N(0, I)``; docs/math.md, 'Sampling from the paper's prior').
+
+``assets.extra/evae_model.json`` says under ``samplers`` what each sample signature
+draws from and how the ex-post sampler was fitted.
 
 Library::
 

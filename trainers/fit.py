@@ -80,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="directory with the dataset (IDX files or a TFDS data_dir); also EVAE_DATA_DIR")
     p.add_argument("--workdir", type=_workdir, default=None,
                    help="run directory (default: runs/<dataset>-<model>-d<latent>-<timestamp>)")
-    g = p.add_argument_group("EVAE options (spec §2-§3)")
+    g = p.add_argument_group("EVAE options (docs/math.md)")
     g.add_argument("--step", type=positive(float), default=MODEL_DEFAULTS["step"], help="step size b")
     g.add_argument("--spread-floor", type=positive(float), default=MODEL_DEFAULTS["spread_floor"], help="floor r_min of the spread r")
     g.add_argument("--support-floor", type=positive(float), default=MODEL_DEFAULTS["support_floor"], help="floor B_min of learned B")
