@@ -25,9 +25,9 @@ def base_url(request):
     if request.param == "tf_serving":
         yield TF_SERVING_URL.rstrip("/")
         return
-    from serving.model_config import parse_model_config_file
+    from serving.config import read_model_config_file
     from serving.server import ModelServer
 
-    configs = parse_model_config_file(fixture_models_dir() / "models.config")
+    configs = read_model_config_file(fixture_models_dir() / "models.config")
     with ModelServer(configs, port=0, poll_wait_seconds=0) as server:
         yield server.url
