@@ -30,7 +30,7 @@ from urllib.parse import quote, unquote
 import numpy as np
 import orjson
 import tensorflow as tf
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from werkzeug.wrappers import Request, Response
 
 from serving.core import Code, ModelSpec, Predictor, ServingError, Signature, invalid_argument
@@ -90,8 +90,17 @@ def _is_b64(value: Any) -> bool:
     return isinstance(value, dict) and len(value) == 1 and isinstance(value.get("b64"), str)
 
 
+def _dtype_name(dtype: tf.DType) -> str:
+    """TF's ``DataTypeString``, as TF Serving's messages name types."""
+    return {tf.float32: "float", tf.float64: "double", tf.float16: "half"}.get(dtype, dtype.name)
+
+
 def _type_error(value: Any, dtype: tf.DType) -> ServingError:
-    return invalid_argument(f"JSON Value: {_show(value)} is not of expected type: {dtype.name}")
+    kind = {dict: "Object", list: "Array", str: "String", bool: str(value), type(None): "Null"}
+    return invalid_argument(
+        f"JSON Value: {_show(value)} Type: {kind.get(type(value), 'Number')} "
+        f"is not of expected type: {_dtype_name(dtype)}"
+    )
 
 
 def _leaf(value: Any, dtype: tf.DType) -> Any:
@@ -120,7 +129,8 @@ def _leaf(value: Any, dtype: tf.DType) -> Any:
         if cast != value and not (math.isnan(cast) and math.isnan(value)):
             if isinstance(value, int) or math.isinf(cast):
                 raise invalid_argument(
-                    f"Cannot convert JSON value: {value} to {dtype.name} without loss of precision."
+                    f"Cannot convert JSON value: {value} to {_dtype_name(dtype)} without loss "
+                    "of precision."
                 )
         return value
     if dtype.is_integer and isinstance(value, int) and dtype.min <= value <= dtype.max:
@@ -193,13 +203,13 @@ def _instances(instances: list, infos: Mapping[str, Any]) -> dict[str, np.ndarra
                     f"Failed to process element: {index} key: {name} of 'instances' list. "
                     f"Error: {e.code_name}: {e.message}",
                 ) from None
-    out = {}
-    for name, arrays in columns.items():
-        if any(a.shape != arrays[0].shape for a in arrays):
-            shapes = sorted({str(list(a.shape)) for a in arrays})
-            raise invalid_argument(f"Expecting one shape for input {name}, got: {shapes}")
-        out[name] = np.stack(arrays)
-    return out
+            if columns[name][-1].shape != columns[name][0].shape:
+                raise invalid_argument(
+                    f"Failed to process element: {index} of 'instances' list. Error: "
+                    f"Expecting shape {list(columns[name][0].shape)} but got: "
+                    f"{list(columns[name][-1].shape)}"
+                )
+    return {name: np.stack(arrays) for name, arrays in columns.items()}
 
 
 def _columns(inputs: Any, infos: Mapping[str, Any]) -> dict[str, np.ndarray]:
@@ -228,10 +238,12 @@ def parse_predict_body(doc: Any, signature: Signature) -> tuple[str, dict[str, n
         )
     if "instances" in doc:
         instances = doc["instances"]
-        if not isinstance(instances, list) or not instances:
+        if not isinstance(instances, list):
             raise invalid_argument(
-                f"Expecting 'instances' to be a non-empty list/array, got: {_show(instances)}"
+                f"JSON Value: {_show(doc)} Excepting 'instances' to be an list/array"
             )
+        if not instances:
+            raise invalid_argument(f"JSON Value: {_show(doc)} No values in 'instances' array")
         return ROW, _instances(instances, signature.inputs)
     if "inputs" in doc:
         return COLUMNAR, _columns(doc["inputs"], signature.inputs)
@@ -317,7 +329,9 @@ class RestApp:
 
     def __call__(self, environ, start_response):
         request = Request(environ)
-        request.max_content_length = self.max_request_bytes  # werkzeug answers 413 beyond
+        # werkzeug refuses a longer Content-Length (413) and stops reading a chunked body
+        # at this limit; one byte more tells a body that goes on from one that ends there.
+        request.max_content_length = self.max_request_bytes + 1
         start, path = time.monotonic(), _raw_path(environ)
         try:
             status, body = 200, self.handle(request.method, path, request)
@@ -344,6 +358,8 @@ class RestApp:
         if not path.lower().startswith("/v1/"):
             raise ServingError(Code.NOT_FOUND, f"Not found: {method} {path}")
         body = request.get_data(cache=False)
+        if len(body) > self.max_request_bytes:
+            raise RequestEntityTooLarge()
         pattern = {"POST": _PREDICT_PATH, "GET": _STATUS_PATH}.get(method)
         match = pattern.fullmatch(path) if pattern else None
         if match is None:

@@ -9,7 +9,7 @@ codes (``docs/serving.md``, ``docs/serving-grpc.md``)::
     python -m serving.server --model_config_file serving/models.config
 
 Flags are named as ``tensorflow_model_server``'s; ``--port`` is gRPC (0 disables it),
-``--rest_api_port`` REST (0 disables it when gRPC is on). ``--host`` (default 127.0.0.1),
+``--rest_api_port`` REST (0 picks a free port, as before). ``--host`` (default 127.0.0.1),
 ``--max_request_bytes`` (default 64 MiB; REST 413, gRPC RESOURCE_EXHAUSTED) and
 ``--max_batch_size`` (default 1024) are this server's own. Loading follows TF Serving
 (``serving.core``): the version policy, new versions loaded before they are swapped
@@ -207,7 +207,7 @@ def _build_parser() -> argparse.ArgumentParser:
     add("--model_base_path", help="directory holding the model's version dirs")
     add("--model_config_file", help="ModelServerConfig text proto (several models)")
     add("--port", type=int, default=8500, help="gRPC port; 0 disables gRPC")
-    add("--rest_api_port", type=int, default=8501, help="REST port; 0 disables REST")
+    add("--rest_api_port", type=int, default=8501, help="REST port; 0 picks a free one")
     add("--host", "--rest_api_host", dest="host", default="127.0.0.1",
         help="address to bind (0.0.0.0 exposes the server to the network)")  # fmt: skip
     add("--rest_api_num_threads", type=int, default=None,
@@ -227,8 +227,6 @@ def _check_args(parser: argparse.ArgumentParser, args) -> None:
     for flag in ("port", "rest_api_port"):
         if not 0 <= getattr(args, flag) <= 65535:
             parser.error(f"--{flag} must be in 0..65535, got {getattr(args, flag)}")
-    if args.port == 0 and args.rest_api_port == 0:
-        parser.error("--port 0 and --rest_api_port 0 would serve nothing")
     if args.max_request_bytes <= 0:
         parser.error(f"--max_request_bytes must be positive, got {args.max_request_bytes}")
     if args.rest_api_num_threads is not None and args.rest_api_num_threads < 1:
@@ -270,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
     server = ModelServer(
         _configs_from_args(parser, args),
         host=args.host,
-        port=args.rest_api_port or None,
+        port=args.rest_api_port,
         grpc_port=args.port or None,
         poll_wait_seconds=args.file_system_poll_wait_seconds,
         max_request_bytes=args.max_request_bytes,
