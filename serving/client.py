@@ -25,6 +25,7 @@ message; the command line prints the message and exits with status 1.
 from __future__ import annotations
 
 import argparse
+import base64
 import io
 import json
 import logging
@@ -42,7 +43,6 @@ import orjson
 import requests
 
 from evae_tf.files import write_bytes_atomic
-from serving import rest
 
 logger = logging.getLogger(__name__)
 # HTTP status -> canonical code (the first of several: 400 is also FAILED_PRECONDITION).
@@ -127,7 +127,7 @@ class _Rest:
         outputs = self.predict(model, version, body).get("outputs")
         if not isinstance(outputs, dict):
             raise ServingError(f"bad response: no 'outputs' object, got {outputs!r:.80}", 200)
-        return rest.from_json_value(outputs)
+        return from_json_value(outputs)
 
 
 class _Grpc:
@@ -213,7 +213,8 @@ class ServingClient:
     def __init__(self, url: str, model: str, version: int | None = None, timeout: float = 30):
         if not url.startswith(("http://", "https://", "grpc://")):
             raise ValueError(
-                f"url must start with http://, https:// or grpc://. Received: url={url!r}"
+                f"url must start with http:// or https://. Received: url={url!r}. "
+                "For gRPC: grpc://host:port"
             )
         if not model:
             raise ValueError(f"model must be a non-empty name. Received: model={model!r}")
@@ -278,9 +279,29 @@ def rest_json_dumps(body: Any) -> bytes:
 
 
 def _to_json(value: Any) -> Any:
+    """Arrays / bytes / numpy scalars -> JSON-ready Python values (bytes as ``{"b64"}``)."""
+    if isinstance(value, bytes):
+        return {"b64": base64.b64encode(value).decode("ascii")}
     if isinstance(value, Mapping):
-        return {k: rest.to_json_value(v) for k, v in value.items()}
-    return rest.to_json_value(value)
+        return {k: _to_json(v) for k, v in value.items()}
+    if isinstance(value, np.ndarray) and value.dtype.kind in "OS":
+        return [_to_json(v) for v in value] if value.ndim else _to_json(value.item())
+    if isinstance(value, np.ndarray | np.generic):
+        return value.tolist()
+    if isinstance(value, list | tuple):
+        return [_to_json(v) for v in value]
+    return value
+
+
+def from_json_value(value: Any) -> Any:
+    """Undo b64 encoding in a response value: ``{"b64": s}`` -> bytes, recursively."""
+    if isinstance(value, dict) and len(value) == 1 and isinstance(value.get("b64"), str):
+        return base64.b64decode(value["b64"])
+    if isinstance(value, list):
+        return [from_json_value(v) for v in value]
+    if isinstance(value, dict):
+        return {k: from_json_value(v) for k, v in value.items()}
+    return value
 
 
 def _connection_reason(error: requests.exceptions.ConnectionError) -> str:
@@ -429,6 +450,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     num = _check_args(parser, args)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # gRPC imports TensorFlow: keep it quiet
     url = f"grpc://{args.grpc}" if args.grpc else args.url
     try:
         client = ServingClient(url, args.model, args.version, timeout=args.timeout)

@@ -395,34 +395,3 @@ class RestApp:
         spec = ModelSpec(spec.name, spec.version, spec.label, signature_name)
         _, outputs = self.predictor.predict(spec, parse)
         return format_predict_response(outputs, parsed[0])
-
-
-# --------------------------------------------------------------------------------------
-# Client side helpers
-# --------------------------------------------------------------------------------------
-
-
-def to_json_value(value: Any) -> Any:
-    """Arrays / bytes / numpy scalars -> JSON-ready Python values (bytes as ``{"b64"}``)."""
-    if isinstance(value, bytes):
-        return {"b64": base64.b64encode(value).decode("ascii")}
-    if isinstance(value, np.ndarray):
-        if value.dtype == np.object_ or value.dtype.kind == "S":
-            return [to_json_value(v) for v in value] if value.ndim else to_json_value(value.item())
-        return value.tolist()
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, list | tuple):
-        return [to_json_value(v) for v in value]
-    return value
-
-
-def from_json_value(value: Any) -> Any:
-    """Undo b64 encoding in a response value: ``{"b64": s}`` -> bytes, recursively."""
-    if _is_b64(value):
-        return base64.b64decode(value["b64"])
-    if isinstance(value, list):
-        return [from_json_value(v) for v in value]
-    if isinstance(value, dict):
-        return {k: from_json_value(v) for k, v in value.items()}
-    return value

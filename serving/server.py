@@ -30,7 +30,13 @@ from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
 from serving.config import ModelConfig, ModelConfigError, read_model_config_file
 from serving.config import single_model_config as _single
-from serving.core import DEFAULT_MAX_BATCH_SIZE, ModelRegistry, Predictor, load_servable
+from serving.core import (
+    DEFAULT_MAX_BATCH_SIZE,
+    ModelRegistry,
+    Predictor,
+    list_version_dirs,  # noqa: F401  (imported from here by tests)
+    load_servable,
+)
 from serving.rest import RestApp, error_body
 
 logger = logging.getLogger(__name__)
@@ -208,7 +214,7 @@ def _build_parser() -> argparse.ArgumentParser:
     add("--model_config_file", help="ModelServerConfig text proto (several models)")
     add("--port", type=int, default=8500, help="gRPC port; 0 disables gRPC")
     add("--rest_api_port", type=int, default=8501, help="REST port; 0 picks a free one")
-    add("--host", "--rest_api_host", dest="host", default="127.0.0.1",
+    add("--rest_api_host", "--host", dest="host", default="127.0.0.1",
         help="address to bind (0.0.0.0 exposes the server to the network)")  # fmt: skip
     add("--rest_api_num_threads", type=int, default=None,
         help="concurrent predictions (default 4 x CPUs)")  # fmt: skip
@@ -232,7 +238,7 @@ def _check_args(parser: argparse.ArgumentParser, args) -> None:
     if args.rest_api_num_threads is not None and args.rest_api_num_threads < 1:
         parser.error(f"--rest_api_num_threads must be >= 1, got {args.rest_api_num_threads}")
     if not args.host.strip():
-        parser.error("--host must not be empty (use 0.0.0.0 to listen on every address)")
+        parser.error("--rest_api_host must not be empty (use 0.0.0.0 to listen on every address)")
     poll = args.file_system_poll_wait_seconds
     if not (math.isfinite(poll) and poll >= 0):
         parser.error(f"--file_system_poll_wait_seconds must be a finite number >= 0, got {poll:g}")
@@ -242,6 +248,8 @@ def _check_args(parser: argparse.ArgumentParser, args) -> None:
 
 def _configs_from_args(parser: argparse.ArgumentParser, args) -> list[ModelConfig]:
     if args.model_config_file:
+        if not Path(args.model_config_file).is_file():
+            parser.error(f"--model_config_file {args.model_config_file!r} does not exist")
         try:
             configs = read_model_config_file(args.model_config_file)
         except ModelConfigError as e:
@@ -250,6 +258,8 @@ def _configs_from_args(parser: argparse.ArgumentParser, args) -> list[ModelConfi
             parser.error(f"--model_config_file {args.model_config_file!r} lists no models")
     elif not args.model_base_path:
         parser.error("one of --model_base_path or --model_config_file is required")
+    elif not Path(args.model_base_path).is_dir():
+        parser.error(f"--model_base_path {args.model_base_path!r} does not exist")
     elif not args.model_name:
         parser.error("--model_name must not be empty")
     else:
