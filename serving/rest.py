@@ -355,11 +355,11 @@ class RestApp:
     def handle(self, method: str, path: str, request: Request) -> bytes:
         from serving.grpc_api import metadata_response, status_response, to_json
 
-        if not path.lower().startswith("/v1/"):
-            raise ServingError(Code.NOT_FOUND, f"Not found: {method} {path}")
         body = request.get_data(cache=False)
         if len(body) > self.max_request_bytes:
             raise RequestEntityTooLarge()
+        if not path.lower().startswith("/v1/"):
+            raise ServingError(Code.NOT_FOUND, f"Not found: {method} {path}")
         pattern = {"POST": _PREDICT_PATH, "GET": _STATUS_PATH}.get(method)
         match = pattern.fullmatch(path) if pattern else None
         if match is None:

@@ -26,7 +26,8 @@ import sys
 import threading
 from pathlib import Path
 
-from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
+from waitress import wasyncore
+from waitress.server import create_server
 
 from serving.config import ModelConfig, ModelConfigError, read_model_config_file
 from serving.config import single_model_config as _single
@@ -37,34 +38,15 @@ from serving.core import (
     list_version_dirs,  # noqa: F401  (imported from here by tests)
     load_servable,
 )
-from serving.rest import RestApp, error_body
+from serving.rest import RestApp
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_REQUEST_BYTES = 64 * 1024 * 1024
-# A connection that sends nothing for this long is closed (its thread is freed).
-IDLE_TIMEOUT_SECONDS = 30.0
-
-
-class _RequestHandler(WSGIRequestHandler):
-    timeout = IDLE_TIMEOUT_SECONDS  # socketserver: the connection's socket timeout
-
-    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
-        """RestApp logs every request itself."""
-
-    def send_error(self, code: int, message: str | None = None, explain: str | None = None):
-        """Errors found before the app runs (bad request line, URI too long) get a JSON
-        error body too, not ``http.server``'s HTML."""
-        short = self.responses.get(code, ("Error",))[0]
-        self.log_error("code %d, message %s", code, message or short)
-        self.send_response(code, short)
-        self.send_header("Connection", "close")
-        body = error_body(message or short)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(body)
+# A connection that sends nothing for this long is closed. waitress reads requests on
+# one event loop and hands only complete ones to its threads, so idle or slow clients
+# hold a socket, never a thread; keep-alive connections are reused.
+IDLE_TIMEOUT_SECONDS = 30
 
 
 class ModelServer:
@@ -98,7 +80,7 @@ class ModelServer:
         self.app = RestApp(self.predictor, max_request_bytes)
         self.max_request_bytes = max_request_bytes
         self._host, self._port, self._grpc_port = host, port, grpc_port
-        self._http: BaseWSGIServer | None = None
+        self._http = None  # waitress's server
         self._grpc = None
         self.grpc_port: int | None = None
         self._thread: threading.Thread | None = None
@@ -110,7 +92,7 @@ class ModelServer:
     def port(self) -> int:
         if self._http is None:
             raise RuntimeError("REST is not served")
-        return self._http.server_port
+        return self._http.effective_port
 
     @property
     def url(self) -> str:
@@ -130,8 +112,16 @@ class ModelServer:
         Connections made meanwhile wait in the REST backlog / gRPC's queue.
         """
         if self._port is not None:
-            self._http = make_server(
-                self._host, self._port, self.app, threaded=True, request_handler=_RequestHandler
+            self._http = create_server(
+                self.app,
+                host=self._host,
+                port=self._port,
+                threads=self.predictor.num_threads,
+                channel_timeout=IDLE_TIMEOUT_SECONDS,
+                cleanup_interval=max(1, IDLE_TIMEOUT_SECONDS // 3),
+                connection_limit=1000,
+                # A memory guard; RestApp answers bodies over --max_request_bytes (413).
+                max_request_body_size=self.max_request_bytes + 2**20,
             )
             logger.info("Exporting HTTP/REST API at:%s:%d ...", self._host, self.port)
         if self._grpc_port is not None:
@@ -155,7 +145,7 @@ class ModelServer:
             serve_http = self._http is not None and not self._stopped.is_set()
             self._serving = serve_http
         if serve_http:
-            self._http.serve_forever()
+            self._http.run()  # returns once shutdown() has closed every channel
         self._stopped.wait()
 
     def start(self) -> ModelServer:
@@ -176,7 +166,8 @@ class ModelServer:
         if self._grpc is not None:
             self._grpc.stop(grace=5).wait()
         if serving:
-            self._http.shutdown()
+            http = self._http
+            http.trigger.pull_trigger(lambda: wasyncore.close_all(http._map))
 
     def close(self) -> None:
         if self._thread is not None:
@@ -186,7 +177,8 @@ class ModelServer:
         elif self._grpc is not None:
             self._grpc.stop(grace=None)
         if self._http is not None:
-            self._http.server_close()
+            wasyncore.close_all(self._http._map)
+            self._http.task_dispatcher.shutdown()
             self._http = None
         self.registry.stop()
         self.predictor.close()
