@@ -92,7 +92,7 @@ class ModelServer:
     def port(self) -> int:
         if self._http is None:
             raise RuntimeError("REST is not served")
-        return self._http.effective_port
+        return int(self._http.effective_port)
 
     @property
     def url(self) -> str:

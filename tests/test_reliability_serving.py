@@ -745,10 +745,12 @@ def test_broken_new_version_keeps_the_old_one_serving(tmp_path, references, brea
 # --------------------------------------------------------------------------------------
 
 
-def test_load_test_runs_and_writes_its_figures(tmp_path):
+@pytest.mark.parametrize("protocol", ["rest", "grpc"])
+def test_load_test_runs_and_writes_its_figures(tmp_path, protocol):
     out = tmp_path / "load.json"
     result = subprocess.run(
-        [sys.executable, "-m", "bench.load_test", "--duration", "3", "--warmup", "1",
+        [sys.executable, "-m", "bench.load_test", "--protocol", protocol,
+         "--duration", "3", "--warmup", "1",
          "--concurrency", "2", "--num", "4", "--model-dir", str(fixture_models_dir() / "evae"),
          "--out", str(out)],
         cwd=ROOT, capture_output=True, text=True, timeout=300,
@@ -762,7 +764,8 @@ def test_load_test_runs_and_writes_its_figures(tmp_path):
     assert 0 < latency["p50"] <= latency["p90"] <= latency["p99"] <= latency["max"]
     rss = figures["server_rss_mib"]
     assert rss["start"] > 0 and rss["end"] > 0 and "growth_pct" in rss
-    expected = {"duration_s": 3.0, "warmup_s": 1.0, "concurrency": 2, "num_samples": 4}
+    expected = {"duration_s": 3.0, "warmup_s": 1.0, "concurrency": 2, "num_samples": 4,
+                "protocol": protocol}
     assert expected.items() <= figures["config"].items()
     passed = figures["errors"] == 0 and rss["growth_pct"] < 10
     assert (result.returncode == 0) == passed, result.stderr

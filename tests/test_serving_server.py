@@ -808,11 +808,11 @@ def run_server_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProce
     [
         (
             ["--model_base_path", "missing/dir"],
-            f"error: base_path '{REPO / 'missing/dir'}' of model 'default' does not exist",
+            "error: --model_base_path 'missing/dir' does not exist",
         ),
         (
             ["--model_config_file", "missing.config"],
-            "error: --model_config_file: missing.config: cannot read: [Errno 2]",
+            "error: --model_config_file 'missing.config' does not exist",
         ),
         ([], "error: one of --model_base_path or --model_config_file is required"),
         (
