@@ -702,6 +702,57 @@ def test_unexpected_exceptions_answer_500_and_the_server_survives(fake_server):
     }
 
 
+def grpc_predict(server: ModelServer, x: list[float]):
+    """``fake``'s ``Predict`` over gRPC: the response, or the RpcError's (code name, details)."""
+    import grpc
+    from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = "fake"
+    request.inputs["x"].CopyFrom(tf.make_tensor_proto(np.float32(x)))
+    with grpc.insecure_channel(server.grpc_address) as channel:
+        try:
+            return prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict(
+                request, timeout=30
+            )
+        except grpc.RpcError as e:
+            return e.code().name, e.details()
+
+
+@local_only
+def test_grpc_codes_match_the_rest_statuses(fake_server):
+    """504 / 503 / 500 over REST are DEADLINE_EXCEEDED / UNAVAILABLE / INTERNAL over gRPC,
+    with the same messages; the server keeps serving."""
+    start, behaviour = fake_server
+    release = threading.Event()
+
+    def slow(inputs):
+        release.wait(10)
+        return {"y": inputs["x"]}
+
+    behaviour[0] = slow
+    server = start(timeout_in_ms=300, num_threads=1, grpc_port=0)
+    try:
+        code, message = grpc_predict(server, [1.0])
+        assert code == "DEADLINE_EXCEEDED" and "Deadline Exceeded" in message
+        code, message = grpc_predict(server, [1.0])
+        assert code == "UNAVAILABLE" and "overloaded" in message
+    finally:
+        release.set()
+
+    def broken(inputs):
+        raise RuntimeError("boom")
+
+    behaviour[0] = broken
+    _wait_for(lambda: grpc_predict(server, [1.0])[0] == "INTERNAL")
+    rest_error = assert_error(post(server.url, "/v1/models/fake:predict", {"inputs": [1.0]}), 500)
+    assert grpc_predict(server, [1.0]) == ("INTERNAL", rest_error)
+    behaviour[0] = lambda inputs: {"y": inputs["x"] * 3}
+    response = grpc_predict(server, [1.0, 2.0])
+    assert tf.make_ndarray(response.outputs["y"]).tolist() == [3.0, 6.0]
+    assert response.model_spec.version.value == 1
+
+
 @local_only
 def test_other_paths_and_methods(fake_server):
     start, _ = fake_server
