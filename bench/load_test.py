@@ -8,8 +8,10 @@ Without ``--model-dir`` a freshly built (untrained) EVAE decoder for 32x32x1 ima
 temporary base path; the weights do not change the cost of serving it. The server
 (``python -m serving.server``) runs in its own process on 127.0.0.1, so its resident
 memory can be measured (psutil). ``--concurrency`` client threads, each with its own
-HTTP session (REST: ``requests`` and ``json``) or gRPC channel (``serving.client``), send the ``sample`` signature request (``num_samples=--num``, a new seed
-each time) back to back: first for ``--warmup`` seconds (not counted), then for
+HTTP session (REST: ``requests``, answers parsed with orjson as ``serving.client`` does)
+or gRPC channel (``serving.client``), send the ``sample`` signature request
+(``num_samples=--num``, a new seed each time) back to back: first for ``--warmup``
+seconds (not counted), then for
 ``--duration`` seconds.
 
 Reports the number of requests, errors (any non-200 answer or failed request),
@@ -34,6 +36,7 @@ import threading
 import time
 from pathlib import Path
 
+import orjson
 import requests
 
 from evae_tf.cli import positive
@@ -179,9 +182,9 @@ class Clients:
                     response = session.post(self.url, json=body, timeout=self.timeout)
                     if response.status_code != 200:
                         error = f"HTTP {response.status_code}: {response.text[:200]}"
-                    elif len(response.json()["outputs"]["png_bytes"]) != self.num:
+                    elif len(orjson.loads(response.content)["outputs"]["png_bytes"]) != self.num:
                         error = "wrong number of samples in the answer"
-                except (requests.RequestException, ValueError, KeyError) as e:
+                except (requests.RequestException, ValueError, KeyError, TypeError) as e:
                     error = f"{type(e).__name__}: {e}"
                 self._record(counting, start, error)
 
