@@ -232,9 +232,10 @@ def assert_http_error(answer: bytes, allowed=range(400, 600)) -> None:
     head, _, body = answer.partition(b"\r\n\r\n")
     status_line = head.split(b"\r\n")[0]
     assert status_line.startswith(b"HTTP/1."), answer[:200]
-    assert int(status_line.split()[1]) in allowed, answer[:200]
+    status = int(status_line.split()[1])
+    assert status in allowed, answer[:200]
     if b"application/json" in head.lower():
-        assert set(json.loads(body)) == {"error"}, body
+        assert status == 200 or set(json.loads(body)) == {"error"}, body
     else:
         assert b"text/plain" in head.lower() and body, answer[:300]
 
@@ -251,8 +252,9 @@ def assert_http_error(answer: bytes, allowed=range(400, 600)) -> None:
     b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03",  # a TLS ClientHello
 ])
 def test_malformed_http_never_takes_the_server_down(served, raw):
-    """Answered with an error status (TF Serving's, or the protocol's own 414/431/505)
-    or the connection is closed; then the server goes on serving."""
+    """Answered with a status (TF Serving's, or the protocol's own 414/431/505; a long
+    header within waitress's 256 KiB limit or an unknown HTTP version is served) or the
+    connection is closed; then the server goes on serving."""
     answer = raw_exchange(served.port, raw)
     if answer:
         assert_http_error(answer, TF_SERVING_STATUSES | {414, 431, 505})

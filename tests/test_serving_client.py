@@ -129,6 +129,18 @@ def test_protocols_give_the_same_samples(base_url, grpc_address):
         assert rest.metadata() == grpc.metadata()
 
 
+def test_sample_picks_the_signature(client):
+    """``sample_prior`` (the paper's prior) beside ``sample``, once the exporter writes it."""
+    signatures = client.metadata()["metadata"]["signature_def"]["signature_def"]
+    if "sample_prior" not in signatures:
+        pytest.skip("the fixture export has no sample_prior signature (export/saved_model.py)")
+    prior = client.sample_outputs(4, 3, signature_name="sample_prior")
+    assert np.asarray(prior["images"]).shape == (4, *EVAE.image_shape)
+    np.testing.assert_array_equal(
+        client.sample(4, 3, signature_name="sample_prior"), client.sample(4, 3, "sample_prior")
+    )
+
+
 def test_unreachable_server(refused_url):
     with pytest.raises(ServingError) as info:
         ServingClient(refused_url, "evae").status()
