@@ -1,15 +1,17 @@
 """Load test of the local model server: concurrent clients asking for samples.
 
-    python -m bench.load_test [--duration 60] [--concurrency 8] [--num 16]
-                              [--model-dir DIR] [--warmup 10] [--out FILE]
+    python -m bench.load_test [--protocol rest|grpc] [--duration 60] [--concurrency 8]
+                              [--num 16] [--model-dir DIR] [--warmup 10] [--out FILE]
 
 Without ``--model-dir`` a freshly built (untrained) EVAE decoder for 32x32x1 images,
 ``latent_dim`` 64, is exported with ``export.saved_model.export_decoder`` into a
 temporary base path; the weights do not change the cost of serving it. The server
 (``python -m serving.server``) runs in its own process on 127.0.0.1, so its resident
 memory can be measured (psutil). ``--concurrency`` client threads, each with its own
-HTTP session, send the ``sample`` signature request (``num_samples=--num``, a new seed
-each time) back to back: first for ``--warmup`` seconds (not counted), then for
+HTTP session (REST: ``requests``, answers parsed with orjson as ``serving.client`` does)
+or gRPC channel (``serving.client``), send the ``sample`` signature request
+(``num_samples=--num``, a new seed each time) back to back: first for ``--warmup``
+seconds (not counted), then for
 ``--duration`` seconds.
 
 Reports the number of requests, errors (any non-200 answer or failed request),
@@ -34,6 +36,7 @@ import threading
 import time
 from pathlib import Path
 
+import orjson
 import requests
 
 from evae_tf.cli import positive
@@ -58,13 +61,23 @@ def export_fresh_decoder(base_path: Path) -> Path:
     return base_path / "1"
 
 
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 class Server:
     """``python -m serving.server`` in a subprocess, its log in a file."""
 
-    def __init__(self, model_dir: Path, log_path: Path, threads: int | None):
+    def __init__(self, model_dir: Path, log_path: Path, threads: int | None,
+                 grpc: bool = False):
+        self.grpc_port = _free_port() if grpc else 0
         cmd = [sys.executable, "-m", "serving.server", f"--model_name={MODEL_NAME}",
                f"--model_base_path={model_dir}", "--rest_api_port=0",
-               "--file_system_poll_wait_seconds=0"]
+               f"--port={self.grpc_port}", "--file_system_poll_wait_seconds=0"]
         if threads:
             cmd.append(f"--rest_api_num_threads={threads}")
         self.log_path = log_path
@@ -80,6 +93,8 @@ class Server:
             text = self.log_path.read_text(errors="replace")
             match = re.search(r"Exporting HTTP/REST API at:([0-9.]+):(\d+)", text)
             if match:
+                if self.grpc_port:
+                    return f"grpc://{match.group(1)}:{self.grpc_port}"
                 return f"http://{match.group(1)}:{match.group(2)}"
             if self.process.poll() is not None:
                 raise RuntimeError(f"the server exited ({self.process.returncode}):\n{text[-2000:]}")
@@ -106,7 +121,7 @@ class Clients:
     """``concurrency`` threads sending sample requests until told to stop."""
 
     def __init__(self, url: str, concurrency: int, num: int, timeout: float):
-        self.url = f"{url}/v1/models/{MODEL_NAME}:predict"
+        self.url = url if url.startswith("grpc://") else f"{url}/v1/models/{MODEL_NAME}:predict"
         self.num, self.timeout = num, timeout
         self.counting = False
         self.latencies: list[float] = []
@@ -117,6 +132,9 @@ class Clients:
                          for i in range(concurrency)]
 
     def start(self) -> None:
+        if self.url.startswith("grpc://"):  # the protos' imports (TensorFlow), not timed
+            import tensorflow  # noqa: F401
+            from tensorflow_serving.apis import predict_pb2  # noqa: F401
         for thread in self._threads:
             thread.start()
 
@@ -125,7 +143,33 @@ class Clients:
         for thread in self._threads:
             thread.join(self.timeout + 10)
 
+    def _record(self, counting: bool, start: float, error: str | None) -> None:
+        elapsed = time.perf_counter() - start
+        if counting and self.counting:  # ignore requests straddling warm-up's end
+            with self._lock:
+                if error:
+                    self.errors.append(error)
+                else:
+                    self.latencies.append(elapsed)
+
+    def _run_grpc(self, index: int) -> None:
+        from serving.client import ServingClient, ServingError
+
+        seed = index * 1_000_000
+        with ServingClient(self.url, MODEL_NAME, timeout=self.timeout) as client:
+            while not self._stop.is_set():
+                seed += 1
+                counting, start, error = self.counting, time.perf_counter(), None
+                try:
+                    if len(client.sample_outputs(self.num, seed)["png_bytes"]) != self.num:
+                        error = "wrong number of samples in the answer"
+                except ServingError as e:
+                    error = str(e)
+                self._record(counting, start, error)
+
     def _run(self, index: int) -> None:
+        if self.url.startswith("grpc://"):
+            return self._run_grpc(index)
         seed = index * 1_000_000
         with requests.Session() as session:
             while not self._stop.is_set():
@@ -138,17 +182,11 @@ class Clients:
                     response = session.post(self.url, json=body, timeout=self.timeout)
                     if response.status_code != 200:
                         error = f"HTTP {response.status_code}: {response.text[:200]}"
-                    elif len(response.json()["outputs"]["png_bytes"]) != self.num:
+                    elif len(orjson.loads(response.content)["outputs"]["png_bytes"]) != self.num:
                         error = "wrong number of samples in the answer"
-                except (requests.RequestException, ValueError, KeyError) as e:
+                except (requests.RequestException, ValueError, KeyError, TypeError) as e:
                     error = f"{type(e).__name__}: {e}"
-                elapsed = time.perf_counter() - start
-                if counting and self.counting:  # ignore requests straddling warm-up's end
-                    with self._lock:
-                        if error:
-                            self.errors.append(error)
-                        else:
-                            self.latencies.append(elapsed)
+                self._record(counting, start, error)
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -169,7 +207,8 @@ def run(args) -> dict:
             print("Exporting a fresh EVAE decoder (32x32x1, latent_dim 64) ...", flush=True)
             model_dir, exported = work / MODEL_NAME, True
             export_fresh_decoder(model_dir)
-        server = Server(model_dir, work / "server.log", args.server_threads)
+        server = Server(model_dir, work / "server.log", args.server_threads,
+                        grpc=args.protocol == "grpc")
         try:
             return measure(args, server, exported)
         finally:
@@ -200,6 +239,7 @@ def measure(args, server: Server, exported: bool) -> dict:
     mib = 1 << 20
     return {
         "config": {
+            "protocol": args.protocol,
             "duration_s": float(args.duration),
             "warmup_s": float(args.warmup),
             "concurrency": args.concurrency,
@@ -233,7 +273,7 @@ def report(figures: dict) -> str:
     lat, rss = figures["latency_ms"], figures["server_rss_mib"]
     config = figures["config"]
     return "\n".join([
-        f"load test: {config['concurrency']} clients x {config['duration_s']:g}s, "
+        f"load test ({config.get('protocol', 'rest')}): {config['concurrency']} clients x {config['duration_s']:g}s, "
         f"num_samples={config['num_samples']}, model: {config['model']}",
         f"  requests   : {figures['requests']} ({figures['throughput_rps']:.1f}/s, "
         f"{figures['images_per_s']:.0f} images/s)",
@@ -248,6 +288,8 @@ def report(figures: dict) -> str:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m bench.load_test", description=__doc__.splitlines()[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--protocol", choices=["rest", "grpc"], default="rest",
+                   help="REST (JSON) or gRPC (TensorProto) clients")
     p.add_argument("--duration", type=positive(float), default=60.0, help="measured seconds")
     p.add_argument("--warmup", type=positive(float), default=10.0,
                    help="seconds of load before measuring (RSS 'start' is taken after it)")

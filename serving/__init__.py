@@ -1,9 +1,10 @@
-"""Serving exported decoders over TensorFlow Serving's REST API.
+"""Serving exported decoders over TensorFlow Serving's REST and gRPC APIs.
 
-``serving.client`` talks to TF Serving (or the local server); ``serving.server`` is a
-local stand-in with the same REST contract for machines without Docker;
-``serving.rest`` holds the JSON encoding both share; ``models.config`` is the TF Serving
-model config for the ``evae`` and ``vae`` decoders.
+``serving.server`` is a local stand-in for TF Serving (machines without Docker):
+``config`` reads its model config file, ``core`` holds the model registry and the predict
+core both protocols share, ``rest`` and ``grpc_api`` parse and format each protocol.
+``serving.client`` talks to either server over either protocol; ``serving.cleanup``
+removes a killed export's leftovers. See ``docs/serving.md`` and ``docs/serving-grpc.md``.
 """
 
 from evae_tf import runtime

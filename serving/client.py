@@ -1,28 +1,31 @@
-"""Client for a decoder served by TensorFlow Serving (or ``serving.server``) over REST.
+"""Client for a decoder served by TensorFlow Serving (or ``serving.server``), REST or gRPC.
 
 Library::
 
-    client = ServingClient("http://localhost:8501", "evae")
+    client = ServingClient("http://localhost:8501", "evae")   # or "grpc://localhost:8500"
     client.status()                      # {"model_version_status": [...]}
     images = client.sample(16, seed=0)   # [16, H, W, C] float32 in [0, 1]
+    images = client.sample(16, 0, signature_name="sample_prior")
     images = client.decode(z)            # z: [N, latent_dim] -> [N, H, W, C]
     grid = make_grid(images)             # near-square [rows*H, cols*W, C]
 
 Command line (writes a grid PNG atomically, optionally one PNG per sample)::
 
     python -m serving.client --url http://localhost:8501 --model evae --num 16 --seed 0 \\
-        --out samples.png [--individual-dir DIR] [--version N] [--latent z.npy]
+        --out samples.png [--grpc localhost:8500] [--signature sample] [--version N]
 
-``sample`` asks the model's ``sample`` signature in the columnar format (its inputs are
-scalars); ``decode`` sends latents to ``serving_default`` in the row format. Images
-come from the ``png_bytes`` output (PNGs, 8 bits per channel). Any failure raises
-:class:`ServingError` with the HTTP status and the server's ``error`` message; the
-command line prints that message and exits with status 1.
+``sample`` calls a sampling signature (``sample`` by default) with its two scalars;
+``decode`` sends latents ``z`` to ``serving_default``. Over REST both use the columnar
+format; over gRPC tensors travel as ``TensorProto`` (``tf.make_tensor_proto``). Images
+come from the ``png_bytes`` output. Any failure raises :class:`ServingError` with the
+HTTP status (REST) or gRPC status code name, the canonical ``code`` and the server's
+message; the command line prints the message and exits with status 1.
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
 import io
 import json
 import logging
@@ -30,76 +33,61 @@ import math
 import os
 import socket
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 import numpy as np
+import orjson
 import requests
 
 from evae_tf.files import write_bytes_atomic
-from serving import rest
 
 logger = logging.getLogger(__name__)
+# HTTP status -> canonical code (the first of several: 400 is also FAILED_PRECONDITION).
+_CODE_BY_HTTP = {
+    400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED", 404: "NOT_FOUND",
+    409: "ABORTED", 413: "RESOURCE_EXHAUSTED", 429: "RESOURCE_EXHAUSTED", 499: "CANCELLED",
+    500: "INTERNAL", 501: "UNIMPLEMENTED", 503: "UNAVAILABLE", 504: "DEADLINE_EXCEEDED",
+}  # fmt: skip
 
 
 class ServingError(Exception):
-    """A request that failed: ``status`` is the HTTP status (None if none came back)."""
+    """A failed request. ``status``: HTTP status (REST) or gRPC code name, None if no
+    answer came; ``code``: the canonical code name (``"NOT_FOUND"``) for both."""
 
-    def __init__(self, message: str, status: int | None = None):
+    def __init__(self, message: str, status: int | str | None = None):
         super().__init__(message)
         self.message = message
         self.status = status
+        self.code = _CODE_BY_HTTP.get(status, "UNKNOWN") if isinstance(status, int) else status
 
     def __str__(self) -> str:
-        return self.message if self.status is None else f"HTTP {self.status}: {self.message}"
+        if self.status is None:
+            return self.message
+        protocol = "HTTP" if isinstance(self.status, int) else "gRPC"
+        return f"{protocol} {self.status}: {self.message}"
 
 
-class ServingClient:
-    """REST client for one model (optionally one version) of a TF Serving server."""
+class _Rest:
+    """TF Serving's REST API: JSON with ``requests``."""
 
-    def __init__(self, url: str, model: str, version: int | None = None, timeout: float = 30):
-        if not url.startswith(("http://", "https://")):
-            raise ValueError(f"url must start with http:// or https://. Received: url={url!r}")
-        if not model:
-            raise ValueError(f"model must be a non-empty name. Received: model={model!r}")
-        if version is not None and version < 0:
-            raise ValueError(f"version must be >= 0. Received: version={version}")
-        if not (isinstance(timeout, int | float) and math.isfinite(timeout) and timeout > 0):
-            raise ValueError(f"timeout must be a finite number > 0. Received: timeout={timeout}")
-        self.url = url.rstrip("/")
-        self.model = model
-        self.version = version
-        self.timeout = timeout
+    def __init__(self, url: str, timeout: float):
+        self.url, self.timeout = url.rstrip("/"), timeout
         self._session = requests.Session()
-
-    @property
-    def model_url(self) -> str:
-        url = f"{self.url}/v1/models/{quote(self.model, safe='')}"
-        return url if self.version is None else f"{url}/versions/{self.version}"
 
     def close(self) -> None:
         self._session.close()
 
-    def __enter__(self) -> ServingClient:
-        return self
+    def _model_url(self, model: str, version: int | None) -> str:
+        url = f"{self.url}/v1/models/{quote(model, safe='')}"
+        return url if version is None else f"{url}/versions/{version}"
 
-    def __exit__(self, *exc_info) -> None:
-        self.close()
-
-    def _request(self, method: str, url: str, body: Any = None) -> dict[str, Any]:
-        data = None
-        if body is not None:
-            data = rest_json_dumps(body)
+    def call(self, method: str, url: str, body: Any = None) -> dict[str, Any]:
+        data = None if body is None else rest_json_dumps(body)
         try:
-            response = self._session.request(
-                method,
-                url,
-                data=data,
-                headers={"Content-Type": "application/json"} if data is not None else None,
-                timeout=self.timeout,
-            )
+            response = self._session.request(method, url, data=data, timeout=self.timeout)
         except requests.exceptions.Timeout:
             raise ServingError(f"timed out after {self.timeout:g}s waiting for {url}") from None
         except requests.exceptions.ConnectionError as e:
@@ -107,12 +95,15 @@ class ServingClient:
         except requests.exceptions.RequestException as e:
             raise ServingError(f"request to {url} failed: {e}") from None
         try:
-            answer = response.json()
-        except ValueError:
-            snippet = response.text[:200].strip()
-            raise ServingError(
-                f"bad response from {url}: not JSON: {snippet!r}", response.status_code
-            ) from None
+            answer = orjson.loads(response.content)
+        except orjson.JSONDecodeError:
+            try:  # NaN / Infinity tokens, which TF Serving writes
+                answer = response.json()
+            except ValueError:
+                snippet = response.text[:200].strip()
+                raise ServingError(
+                    f"bad response from {url}: not JSON: {snippet!r}", response.status_code
+                ) from None
         if response.status_code != 200:
             message = answer.get("error") if isinstance(answer, dict) else None
             if not isinstance(message, str):
@@ -122,79 +113,195 @@ class ServingClient:
             raise ServingError(f"bad response from {url}: expected a JSON object", 200)
         return answer
 
+    def status(self, model: str, version: int | None) -> dict[str, Any]:
+        return self.call("GET", self._model_url(model, version))
+
+    def metadata(self, model: str, version: int | None) -> dict[str, Any]:
+        return self.call("GET", self._model_url(model, version) + "/metadata")
+
+    def predict(self, model, version, body: dict[str, Any]) -> dict[str, Any]:
+        return self.call("POST", self._model_url(model, version) + ":predict", body)
+
+    def predict_columns(self, model, version, inputs: Mapping, signature_name: str) -> dict:
+        body = {"signature_name": signature_name, "inputs": _to_json(inputs)}
+        outputs = self.predict(model, version, body).get("outputs")
+        if not isinstance(outputs, dict):
+            raise ServingError(f"bad response: no 'outputs' object, got {outputs!r:.80}", 200)
+        return from_json_value(outputs)
+
+
+class _Grpc:
+    """TF Serving's gRPC API: ``PredictionService`` / ``ModelService`` stubs."""
+
+    def __init__(self, address: str, timeout: float):
+        import grpc
+        from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
+
+        self.url, self.timeout, self._grpc = f"grpc://{address}", timeout, grpc
+        options = [("grpc.max_receive_message_length", -1)]
+        self._channel = grpc.insecure_channel(address, options=options)
+        self._predict = prediction_service_pb2_grpc.PredictionServiceStub(self._channel)
+        self._model = model_service_pb2_grpc.ModelServiceStub(self._channel)
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def _call(self, method, request):
+        try:
+            return method(request, timeout=self.timeout)
+        except self._grpc.RpcError as e:
+            code = e.code()
+            if code == self._grpc.StatusCode.UNAVAILABLE and "connect" in (e.details() or ""):
+                raise ServingError(f"cannot reach {self.url}: {e.details()}") from None
+            if code == self._grpc.StatusCode.DEADLINE_EXCEEDED and e.details() == "Deadline Exceeded":
+                message = f"timed out after {self.timeout:g}s waiting for {self.url}"
+                raise ServingError(message) from None
+            raise ServingError(e.details() or str(code), code.name) from None
+
+    @staticmethod
+    def _spec(request, model: str, version: int | None, signature_name: str = ""):
+        request.model_spec.name = model
+        if version is not None:
+            request.model_spec.version.value = version
+        if signature_name:
+            request.model_spec.signature_name = signature_name
+        return request
+
+    def status(self, model: str, version: int | None) -> dict[str, Any]:
+        from tensorflow_serving.apis import get_model_status_pb2
+
+        request = self._spec(get_model_status_pb2.GetModelStatusRequest(), model, version)
+        return _to_dict(self._call(self._model.GetModelStatus, request))
+
+    def metadata(self, model: str, version: int | None) -> dict[str, Any]:
+        from tensorflow_serving.apis import get_model_metadata_pb2 as pb
+
+        request = self._spec(pb.GetModelMetadataRequest(), model, version)
+        request.metadata_field.append("signature_def")
+        response = self._call(self._predict.GetModelMetadata, request)
+        signatures = pb.SignatureDefMap()
+        response.metadata["signature_def"].Unpack(signatures)
+        spec = _to_dict(response.model_spec)
+        return {"model_spec": spec, "metadata": {"signature_def": _to_dict(signatures)}}
+
+    def predict_columns(self, model, version, inputs: Mapping, signature_name: str) -> dict:
+        import tensorflow as tf
+        from tensorflow_serving.apis import predict_pb2
+
+        request = self._spec(predict_pb2.PredictRequest(), model, version, signature_name)
+        for name, value in inputs.items():
+            request.inputs[name].CopyFrom(tf.make_tensor_proto(value))
+        response = self._call(self._predict.Predict, request)
+        outputs = {name: tf.make_ndarray(proto) for name, proto in response.outputs.items()}
+        return {k: list(v) if v.dtype == object else v for k, v in outputs.items()}
+
+
+def _to_dict(message) -> dict[str, Any]:
+    from google.protobuf import json_format
+
+    return json_format.MessageToDict(
+        message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
+    )
+
+
+class ServingClient:
+    """Client for one model (optionally one version) of a TF Serving server.
+
+    ``url``: ``http(s)://host:port`` for REST or ``grpc://host:port`` for gRPC.
+    """
+
+    def __init__(self, url: str, model: str, version: int | None = None, timeout: float = 30):
+        if not url.startswith(("http://", "https://", "grpc://")):
+            raise ValueError(
+                f"url must start with http:// or https://. Received: url={url!r}. "
+                "For gRPC: grpc://host:port"
+            )
+        if not model:
+            raise ValueError(f"model must be a non-empty name. Received: model={model!r}")
+        if version is not None and version < 0:
+            raise ValueError(f"version must be >= 0. Received: version={version}")
+        if not (isinstance(timeout, int | float) and math.isfinite(timeout) and timeout > 0):
+            raise ValueError(f"timeout must be a finite number > 0. Received: timeout={timeout}")
+        self.model, self.version, self.timeout = model, version, timeout
+        if url.startswith("grpc://"):
+            self.protocol, self._transport = "grpc", _Grpc(url.removeprefix("grpc://"), timeout)
+        else:
+            self.protocol, self._transport = "rest", _Rest(url, timeout)
+        self.url = self._transport.url
+
+    def close(self) -> None:
+        self._transport.close()
+
+    def __enter__(self) -> ServingClient:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
     def status(self) -> dict[str, Any]:
-        """``GET /v1/models/{model}[/versions/{v}]``."""
-        return self._request("GET", self.model_url)
+        """The model's version states (``GetModelStatus``), as REST's JSON."""
+        return self._transport.status(self.model, self.version)
 
     def metadata(self) -> dict[str, Any]:
-        """``GET .../metadata``: model spec and the SignatureDef map."""
-        return self._request("GET", f"{self.model_url}/metadata")
+        """Model spec and the SignatureDef map (``GetModelMetadata``), as REST's JSON."""
+        return self._transport.metadata(self.model, self.version)
 
-    def predict(
-        self,
-        inputs: Any = None,
-        *,
-        instances: Sequence[Any] | np.ndarray | None = None,
-        signature_name: str | None = None,
-    ) -> Any:
-        """``POST ...:predict`` with columnar ``inputs`` or row ``instances`` (one of them).
+    def predict(self, inputs: Mapping[str, Any], signature_name: str = "") -> dict[str, Any]:
+        """Named input values -> named outputs (arrays; strings as lists of bytes)."""
+        return self._transport.predict_columns(self.model, self.version, inputs, signature_name)
 
-        Returns ``outputs`` (columnar) or ``predictions`` (row), with ``{"b64": ...}``
-        values decoded to bytes.
-        """
-        if (inputs is None) == (instances is None):
-            raise ValueError("Pass exactly one of inputs or instances.")
-        body: dict[str, Any] = {}
-        if signature_name:
-            body["signature_name"] = signature_name
-        if inputs is not None:
-            body["inputs"] = _to_json(inputs)
-            key = "outputs"
-        else:
-            body["instances"] = _to_json(instances)
-            key = "predictions"
-        answer = self._request("POST", f"{self.model_url}:predict", body)
-        if key not in answer:
-            raise ServingError(f"bad response: no {key!r} key in {sorted(answer)}", 200)
-        return rest.from_json_value(answer[key])
+    def sample_outputs(self, num: int, seed: int, signature_name: str = "sample") -> dict:
+        """A sampling signature's raw outputs (``z``, ``images``, ``png_bytes``)."""
+        inputs = {"num_samples": np.int32(num), "seed": np.int64(seed)}
+        return self.predict(inputs, signature_name)
 
-    def sample_outputs(self, num: int, seed: int) -> dict[str, Any]:
-        """The ``sample`` signature's raw outputs (``z``, ``images``, ``png_bytes``)."""
-        outputs = self.predict(
-            {"num_samples": int(num), "seed": int(seed)}, signature_name="sample"
-        )
-        if not isinstance(outputs, dict):
-            raise ServingError("bad response: the sample signature returned a single output", 200)
-        return outputs
-
-    def sample(self, num: int, seed: int) -> np.ndarray:
+    def sample(self, num: int, seed: int, signature_name: str = "sample") -> np.ndarray:
         """``num`` images drawn with ``seed``: [num, H, W, C] float32 in [0, 1]."""
-        return images_from_outputs(self.sample_outputs(num, seed))
+        return images_from_outputs(self.sample_outputs(num, seed, signature_name))
 
     def decode_outputs(self, z: np.ndarray) -> dict[str, Any]:
-        """``serving_default`` outputs for latents ``z`` [N, latent_dim], stacked by name."""
+        """``serving_default`` outputs for latents ``z`` [N, latent_dim]."""
         z = np.asarray(z, dtype=np.float32)
         if z.ndim != 2 or len(z) == 0:
             raise ValueError(
                 f"z must be a non-empty [N, latent_dim] array. Received: shape={z.shape}"
             )
-        rows = self.predict(instances=z)
-        return _stack_rows(rows)
+        return self.predict({"z": z})
 
     def decode(self, z: np.ndarray) -> np.ndarray:
         """Images for latents ``z`` [N, latent_dim]: [N, H, W, C] float32 in [0, 1]."""
         return images_from_outputs(self.decode_outputs(z))
 
 
-def rest_json_dumps(body: Any) -> str:
+def rest_json_dumps(body: Any) -> bytes:
     """JSON with NaN / Infinity tokens allowed (TF Serving accepts them)."""
-    return json.dumps(body, allow_nan=True)
+    return json.dumps(body, allow_nan=True).encode()
 
 
 def _to_json(value: Any) -> Any:
+    """Arrays / bytes / numpy scalars -> JSON-ready Python values (bytes as ``{"b64"}``)."""
+    if isinstance(value, bytes):
+        return {"b64": base64.b64encode(value).decode("ascii")}
     if isinstance(value, Mapping):
-        return {k: rest.to_json_value(v) for k, v in value.items()}
-    return rest.to_json_value(value)
+        return {k: _to_json(v) for k, v in value.items()}
+    if isinstance(value, np.ndarray) and value.dtype.kind in "OS":
+        return [_to_json(v) for v in value] if value.ndim else _to_json(value.item())
+    if isinstance(value, np.ndarray | np.generic):
+        return value.tolist()
+    if isinstance(value, list | tuple):
+        return [_to_json(v) for v in value]
+    return value
+
+
+def from_json_value(value: Any) -> Any:
+    """Undo b64 encoding in a response value: ``{"b64": s}`` -> bytes, recursively."""
+    if isinstance(value, dict) and len(value) == 1 and isinstance(value.get("b64"), str):
+        return base64.b64decode(value["b64"])
+    if isinstance(value, list):
+        return [from_json_value(v) for v in value]
+    if isinstance(value, dict):
+        return {k: from_json_value(v) for k, v in value.items()}
+    return value
 
 
 def _connection_reason(error: requests.exceptions.ConnectionError) -> str:
@@ -213,15 +320,6 @@ def _connection_reason(error: requests.exceptions.ConnectionError) -> str:
         linked = [cause.__cause__, cause.__context__, getattr(cause, "reason", None), *cause.args]
         pending.extend(c for c in linked if isinstance(c, BaseException))
     return str(error)
-
-
-def _stack_rows(rows: Any) -> dict[str, Any]:
-    """Row-format predictions (a list of {name: value}) -> {name: list of values}."""
-    if not isinstance(rows, list) or not rows:
-        raise ServingError("bad response: expected a non-empty list of predictions", 200)
-    if not isinstance(rows[0], dict):
-        raise ServingError("bad response: the signature returned a single output", 200)
-    return {name: [row[name] for row in rows] for name in rows[0]}
 
 
 def decode_png(data: bytes) -> np.ndarray:
@@ -304,29 +402,24 @@ def _build_parser() -> argparse.ArgumentParser:
         prog="python -m serving.client",
         description="Sample (or decode latents) from a served decoder and write a PNG grid.",
     )
-    parser.add_argument("--url", default="http://localhost:8501", help="server base URL")
-    parser.add_argument("--model", default="evae", help="model name")
-    parser.add_argument("--version", type=int, default=None, help="pin a model version")
-    parser.add_argument("--num", type=int, default=None, help="samples to draw (default 16)")
-    parser.add_argument("--seed", type=int, default=0, help="sampling seed")
-    parser.add_argument(
-        "--latent",
-        type=Path,
-        default=None,
-        help="decode these latents (.npy, [N, latent_dim]) instead of sampling",
-    )
-    parser.add_argument("--out", type=Path, default=Path("samples.png"), help="grid PNG path")
-    parser.add_argument("--ncols", type=int, default=None, help="grid columns (default: square)")
-    parser.add_argument(
-        "--individual-dir", type=Path, default=None, help="also write one PNG per image here"
-    )
-    parser.add_argument("--timeout", type=float, default=30.0, help="seconds per request")
+    add = parser.add_argument
+    add("--url", default="http://localhost:8501", help="REST URL, or grpc://host:port")
+    add("--grpc", metavar="HOST:PORT", default=None, help="use gRPC at this address")
+    add("--model", default="evae", help="model name")
+    add("--version", type=int, default=None, help="pin a model version")
+    add("--signature", default="sample", help="sampling signature (e.g. sample_prior)")
+    add("--num", type=int, default=None, help="samples to draw (default 16)")
+    add("--seed", type=int, default=0, help="sampling seed")
+    add("--latent", type=Path, default=None,
+        help="decode these latents (.npy, [N, latent_dim]) instead of sampling")  # fmt: skip
+    add("--out", type=Path, default=Path("samples.png"), help="grid PNG path")
+    add("--ncols", type=int, default=None, help="grid columns (default: square)")
+    add("--individual-dir", type=Path, default=None, help="also write one PNG per image here")
+    add("--timeout", type=float, default=30.0, help="seconds per request")
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = _build_parser()
-    args = parser.parse_args(argv)
+def _check_args(parser: argparse.ArgumentParser, args) -> int:
     if args.latent is not None and args.num is not None:
         parser.error("--num and --latent are mutually exclusive")
     num = 16 if args.num is None else args.num
@@ -336,25 +429,38 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--ncols must be >= 1, got {args.ncols}")
     if not (math.isfinite(args.timeout) and args.timeout > 0):
         parser.error(f"--timeout must be a finite number > 0, got {args.timeout:g}")
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if not args.signature:
+        parser.error("--signature must not be empty")
+    return num
+
+
+def _load_latents(path: Path) -> np.ndarray:
     try:
-        client = ServingClient(args.url, args.model, args.version, timeout=args.timeout)
+        z = np.load(path)
+    except (OSError, ValueError) as e:
+        raise ServingError(f"cannot read --latent {str(path)!r}: {e}") from None
+    z = z[None] if z.ndim == 1 else z
+    if z.ndim != 2 or len(z) == 0:
+        raise ServingError(f"--latent must hold a [N, latent_dim] array, got shape {z.shape}")
+    return z
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _build_parser()
+    args = parser.parse_args(argv)
+    num = _check_args(parser, args)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # gRPC imports TensorFlow: keep it quiet
+    url = f"grpc://{args.grpc}" if args.grpc else args.url
+    try:
+        client = ServingClient(url, args.model, args.version, timeout=args.timeout)
     except ValueError as e:
         parser.error(str(e))
     try:
         if args.latent is not None:
-            try:
-                z = np.load(args.latent)
-            except (OSError, ValueError) as e:
-                raise ServingError(f"cannot read --latent {str(args.latent)!r}: {e}") from None
-            z = z[None] if z.ndim == 1 else z
-            if z.ndim != 2 or len(z) == 0:
-                raise ServingError(
-                    f"--latent must hold a [N, latent_dim] array, got shape {z.shape}"
-                )
-            outputs = client.decode_outputs(z)
+            outputs = client.decode_outputs(_load_latents(args.latent))
         else:
-            outputs = client.sample_outputs(num, args.seed)
+            outputs = client.sample_outputs(num, args.seed, args.signature)
         images = images_from_outputs(outputs)
         write_atomic(args.out, encode_png(make_grid(images, args.ncols)))
         if args.individual_dir is not None:
@@ -369,9 +475,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     finally:
         client.close()
-    logger.info(
-        "wrote %s (%d images, %dx%d each)", args.out, len(images), images.shape[2], images.shape[1]
-    )
+    height, width = images.shape[1:3]
+    logger.info("wrote %s (%d images, %dx%d each)", args.out, len(images), width, height)
     return 0
 
 

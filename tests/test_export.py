@@ -584,22 +584,26 @@ def test_library_argument_errors(evae_run, tmp_path):
 # --- end to end ----------------------------------------------------------------------------
 
 
-def test_export_then_serve_and_fetch_a_grid(evae_export):
+@pytest.mark.parametrize("protocol", ["rest", "grpc"])
+def test_export_then_serve_and_fetch_a_grid(evae_export, protocol):
+    """The headline path: export, serve, ask ``sample`` (ex-post) and ``sample_prior``."""
     from serving.client import ServingClient, make_grid
-    from serving.model_config import ModelConfig as ServingModelConfig
+    from serving.config import single_model_config
     from serving.server import ModelServer
 
     path, _, model = evae_export
-    config = ServingModelConfig("evae", str(path.parent))
-    with ModelServer([config], port=0, poll_wait_seconds=0) as server:
-        with ServingClient(server.url, "evae") as client:
+    config = single_model_config("evae", path.parent)
+    with ModelServer([config], port=0, grpc_port=0, poll_wait_seconds=0) as server:
+        url = server.url if protocol == "rest" else f"grpc://{server.grpc_address}"
+        with ServingClient(url, "evae") as client:
             status = client.status()["model_version_status"]
             assert [(s["version"], s["state"]) for s in status] == [("1", "AVAILABLE")]
             images = client.sample(16, seed=0)
+            prior = client.sample(16, seed=0, signature_name="sample_prior")
             decoded = client.decode(Z)
     assert images.shape == (16, *IMAGE_SHAPE)
-    expected = model.generate(16, seed=0).numpy()  # the run's ex-post sampler
-    np.testing.assert_allclose(images, expected, atol=1 / 255)
+    np.testing.assert_allclose(images, model.generate(16, seed=0).numpy(), atol=1 / 255)  # ex-post
+    np.testing.assert_allclose(prior, model.generate(16, seed=0, sampler="prior").numpy(), atol=1 / 255)
     np.testing.assert_allclose(decoded, model.decode(Z).numpy(), atol=1 / 255)
     assert make_grid(images).shape == (128, 128, 1)
 

@@ -35,8 +35,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from serving_fixtures import EVAE, fixture_models_dir
 
+from serving import core
 from serving import server as server_lib
-from serving.model_config import ModelConfig, parse_model_config_file
+from serving.client import ServingClient, ServingError
+from serving.config import read_model_config_file, single_model_config
 from serving.server import ModelServer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -52,8 +54,8 @@ FUZZ = settings(max_examples=int(os.environ.get("EVAE_FUZZ_EXAMPLES", "30")), de
 @pytest.fixture(scope="module")
 def served():
     """The fixture models (evae 1 and 2, vae 1) behind an in-process server."""
-    configs = parse_model_config_file(fixture_models_dir() / "models.config")
-    with ModelServer(configs, port=0, poll_wait_seconds=0,
+    configs = read_model_config_file(fixture_models_dir() / "models.config")
+    with ModelServer(configs, port=0, grpc_port=0, poll_wait_seconds=0,
                      max_request_bytes=MAX_REQUEST_BYTES) as server:
         yield server
 
@@ -217,20 +219,25 @@ def raw_exchange(port: int, data: bytes, timeout: float = 10) -> bytes:
 @FUZZ
 @given(garbage=st.binary(min_size=1, max_size=300))
 def test_fuzz_raw_bytes_on_the_socket(served, garbage):
-    """Not even HTTP: an error status with a JSON body (or a closed connection)."""
+    """Not even HTTP: an error status from the HTTP server (waitress: text/plain, as TF
+    Serving's libevent server answers malformed HTTP with its own page), or a closed
+    connection; a request that parses as HTTP reaches the app and gets a JSON error."""
     answer = raw_exchange(served.port, garbage + b"\r\n\r\n")
-    if answer and not answer.startswith(b"HTTP/"):
-        # Read as an HTTP/0.9 request line: answered with a bare body, no status line.
-        assert set(json.loads(answer)) == {"error"}, answer[:200]
-    elif answer:
-        head, _, body = answer.partition(b"\r\n\r\n")
-        status_line = head.split(b"\r\n")[0]
-        assert status_line.startswith(b"HTTP/1."), answer[:200]
-        status = int(status_line.split()[1])
-        assert 400 <= status < 600, answer[:200]
-        assert b"application/json" in head.lower(), answer[:300]
-        assert set(json.loads(body)) == {"error"}, body
+    if answer:
+        assert_http_error(answer)
     assert_still_serving(served.url)
+
+
+def assert_http_error(answer: bytes, allowed=range(400, 600)) -> None:
+    head, _, body = answer.partition(b"\r\n\r\n")
+    status_line = head.split(b"\r\n")[0]
+    assert status_line.startswith(b"HTTP/1."), answer[:200]
+    status = int(status_line.split()[1])
+    assert status in allowed, answer[:200]
+    if b"application/json" in head.lower():
+        assert status == 200 or set(json.loads(body)) == {"error"}, body
+    else:
+        assert b"text/plain" in head.lower() and body, answer[:300]
 
 
 @pytest.mark.parametrize("raw", [
@@ -245,20 +252,130 @@ def test_fuzz_raw_bytes_on_the_socket(served, garbage):
     b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03",  # a TLS ClientHello
 ])
 def test_malformed_http_never_takes_the_server_down(served, raw):
-    """Answered with a status (TF Serving's, or the protocol's own 414/431/505) and a
-    JSON body, or the connection is closed; then the server goes on serving."""
+    """Answered with a status (TF Serving's, or the protocol's own 414/431/505; a long
+    header within waitress's 256 KiB limit or an unknown HTTP version is served) or the
+    connection is closed; then the server goes on serving."""
     answer = raw_exchange(served.port, raw)
-    if answer and not answer.startswith(b"HTTP/"):
-        assert set(json.loads(answer)) == {"error"}, answer[:200]  # HTTP/0.9
-    elif answer:
-        head, _, body = answer.partition(b"\r\n\r\n")
-        status = int(head.split()[1])
-        assert status in TF_SERVING_STATUSES | {414, 431, 505}, answer[:200]
-        if body:
-            assert b"application/json" in head.lower(), answer[:300]
-            doc = json.loads(body)
-            assert status == 200 or set(doc) == {"error"}, answer[:300]
+    if answer:
+        assert_http_error(answer, TF_SERVING_STATUSES | {414, 431, 505})
     assert_still_serving(served.url)
+
+
+# --------------------------------------------------------------------------------------
+# gRPC: random tensors, model specs and signatures
+# --------------------------------------------------------------------------------------
+
+# What TF Serving answers bad requests with; never UNKNOWN / INTERNAL for a request.
+GRPC_REQUEST_ERRORS = {"INVALID_ARGUMENT", "NOT_FOUND", "FAILED_PRECONDITION", "OUT_OF_RANGE",
+                       "RESOURCE_EXHAUSTED", "UNIMPLEMENTED"}
+grpc_arrays = st.sampled_from([np.float32, np.float64, np.int32, np.int64, np.uint8, np.bool_,
+                               object]).flatmap(
+    lambda dtype: st.lists(st.integers(0, 5), max_size=3).map(
+        lambda shape: (np.arange(int(np.prod(shape)) if shape else 1) % 3).astype(dtype).reshape(
+            shape) if dtype is not object else np.full(shape, b"x", dtype=object)))
+
+
+@FUZZ
+@given(
+    model=st.sampled_from(["evae", "vae", "nope", ""]),
+    version=st.sampled_from([None, None, 1, 2, 7, 2**62]),
+    label=st.sampled_from(["", "", "stable"]),
+    signature=st.sampled_from(["", "sample", "serving_default", "nope", "__saved_model_init_op"]),
+    inputs=st.dictionaries(st.sampled_from(["z", "num_samples", "seed", "x"]), grpc_arrays,
+                           max_size=3),
+)
+def test_fuzz_grpc_predict(served, model, version, label, signature, inputs):
+    import grpc
+    import tensorflow as tf
+    from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name, request.model_spec.signature_name = model, signature
+    if version is not None:
+        request.model_spec.version.value = version
+    if label:
+        request.model_spec.version_label = label
+    for name, array in inputs.items():
+        request.inputs[name].CopyFrom(tf.make_tensor_proto(array))
+    with grpc.insecure_channel(served.grpc_address) as channel:
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+        try:
+            response = stub.Predict(request, timeout=30)
+        except grpc.RpcError as e:
+            assert e.code().name in GRPC_REQUEST_ERRORS, (e.code(), e.details())
+            assert e.details() and "\n" not in e.details()
+        else:
+            assert response.outputs and response.model_spec.name == model
+    with ServingClient(f"grpc://{served.grpc_address}", "evae") as client:
+        assert client.sample(1, 0).shape == (1, *EVAE.image_shape)  # still serving
+
+
+def test_grpc_limits_and_codes(served, small_batch_server):
+    """The REST limits, with TF Serving's gRPC codes: a message over --max_request_bytes
+    is RESOURCE_EXHAUSTED, a batch over --max_batch_size INVALID_ARGUMENT."""
+    with ServingClient(f"grpc://{served.grpc_address}", "evae") as client:
+        with pytest.raises(ServingError) as info:
+            client.decode(np.zeros((MAX_REQUEST_BYTES // 16, EVAE.latent_dim)))
+        assert info.value.status == "RESOURCE_EXHAUSTED"
+    with ServingClient(f"grpc://{small_batch_server.grpc_address}", "evae") as client:
+        with pytest.raises(ServingError) as info:
+            client.sample(9, 0)
+        assert info.value.status == "INVALID_ARGUMENT"
+        assert "--max_batch_size" in info.value.message
+        assert client.sample(8, 0).shape[0] == 8
+
+
+# --------------------------------------------------------------------------------------
+# Idle and slow clients
+# --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("protocol", ["rest", "grpc"])
+def test_idle_connections_do_not_starve_the_server(served, protocol):
+    """64 connections that send nothing (or half a request line) do not delay a real
+    request by more than a second; keep-alive still reuses one connection."""
+    port = served.port if protocol == "rest" else served.grpc_port
+    idle = []
+    try:
+        for index in range(64):
+            sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+            if index % 2:
+                sock.sendall(b"POST /v1/models/evae:predict HTTP/1.1\r\nHost: x\r\n")
+            idle.append(sock)
+        time.sleep(0.2)  # the server has accepted them all
+        with ServingClient(client_url(served, protocol), "evae") as client:
+            client.status()  # connect (and, for gRPC, the channel) outside the timing
+            start = time.monotonic()
+            assert client.sample(2, 0).shape == (2, *EVAE.image_shape)
+            assert time.monotonic() - start < 1.0
+        if protocol == "rest":
+            conn = http.client.HTTPConnection("127.0.0.1", served.port, timeout=10)
+            conn.request("GET", "/v1/models/evae")
+            first = conn.getresponse()
+            first.read()
+            local = conn.sock.getsockname()
+            conn.request("GET", "/v1/models/evae/metadata")
+            second = conn.getresponse()
+            second.read()
+            assert (first.status, second.status) == (200, 200)
+            assert conn.sock.getsockname() == local  # the same connection: kept alive
+            conn.close()
+    finally:
+        for sock in idle:
+            sock.close()
+
+
+def test_idle_rest_connections_are_closed_after_the_timeout(monkeypatch):
+    """A connection that sends nothing is closed after IDLE_TIMEOUT_SECONDS, so idle
+    clients cannot pile up sockets forever."""
+    monkeypatch.setattr(server_lib, "IDLE_TIMEOUT_SECONDS", 1)
+    config = single_model_config("evae", fixture_models_dir() / "evae")
+    with ModelServer([config], port=0, poll_wait_seconds=0) as server:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+            start = time.monotonic()
+            assert sock.recv(1024) == b""  # closed by the server
+            assert 0.9 < time.monotonic() - start < 5
+        assert_still_serving(server.url)
 
 
 # --------------------------------------------------------------------------------------
@@ -275,7 +392,7 @@ def test_body_over_the_limit_is_413_with_an_error_body(served):
     # A Content-Length announcing more than the limit is refused before reading the body.
     answer = raw_exchange(served.port, b"POST /v1/models/evae:predict HTTP/1.1\r\nHost: x\r\n"
                           b"Content-Length: 1000000000000\r\n\r\n{}")
-    assert answer.startswith(b"HTTP/1.1 413") and b"--max_request_bytes" in answer
+    assert answer.startswith(b"HTTP/1.1 413"), answer[:200]  # waitress's own refusal
     assert_still_serving(served.url)
 
 
@@ -290,8 +407,9 @@ def test_num_samples_cap(served, num_samples):
 
 @pytest.fixture(scope="module")
 def small_batch_server():
-    configs = [ModelConfig("evae", str(fixture_models_dir() / "evae"))]
-    with ModelServer(configs, port=0, poll_wait_seconds=0, max_batch_size=8) as server:
+    configs = [single_model_config("evae", fixture_models_dir() / "evae")]
+    with ModelServer(configs, port=0, grpc_port=0, poll_wait_seconds=0,
+                     max_batch_size=8) as server:
         yield server
 
 
@@ -371,15 +489,15 @@ def test_model_names_cannot_escape_the_base_path(tmp_path, monkeypatch):
     _copy_version("evae", 1, models / "evae")
     _copy_version("evae", 2, models / "secret", as_version=1)
     listed, loaded = [], []
-    real_list, real_load = server_lib.list_version_dirs, server_lib.load_servable
-    monkeypatch.setattr(server_lib, "list_version_dirs",
+    real_list, real_load = core.list_version_dirs, core.load_servable
+    monkeypatch.setattr(core, "list_version_dirs",
                         lambda base: listed.append(Path(base)) or real_list(base))
 
     def loader(name, version, path):
         loaded.append(Path(path))
         return real_load(name, version, path)
 
-    config = ModelConfig("evae", str(models / "evae"))
+    config = single_model_config("evae", models / "evae")
     with ModelServer([config], port=0, poll_wait_seconds=0.05, loader=loader) as server:
         for method, path in ESCAPES:
             conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
@@ -396,16 +514,33 @@ def test_model_names_cannot_escape_the_base_path(tmp_path, monkeypatch):
     assert loaded == [models / "evae" / "1"]
 
 
+def _non_loopback_address() -> str:
+    """An address of this host that is not loopback (a UDP 'connect' sends nothing)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(("192.0.2.1", 9))  # TEST-NET-1: routing only, no packet
+            address = probe.getsockname()[0]
+        except OSError:
+            address = "127.0.0.1"
+    if address.startswith("127."):
+        pytest.skip("this host has no non-loopback IPv4 address")
+    return address
+
+
 def test_binds_loopback_by_default():
     import inspect
 
     args = server_lib._build_parser().parse_args(["--model_base_path", "."])
-    assert args.rest_api_host == "127.0.0.1"
+    assert args.host == "127.0.0.1"
     assert inspect.signature(ModelServer).parameters["host"].default == "127.0.0.1"
-    config = ModelConfig("evae", str(fixture_models_dir() / "evae"))
-    with ModelServer([config], port=0, poll_wait_seconds=0) as server:
+    config = single_model_config("evae", fixture_models_dir() / "evae")
+    with ModelServer([config], port=0, grpc_port=0, poll_wait_seconds=0) as server:
         assert server._http.socket.getsockname()[0] == "127.0.0.1"
         assert server.url.startswith("http://127.0.0.1:")
+        assert server.grpc_address.startswith("127.0.0.1:")
+        with socket.socket() as other:  # not on another address of this host
+            other.settimeout(2)
+            assert other.connect_ex((_non_loopback_address(), server.grpc_port)) != 0
 
 
 def test_no_pickles_and_no_user_code(tmp_path):
@@ -470,28 +605,35 @@ def wait_for(predicate, timeout=30.0):
     raise AssertionError("condition not reached in time")
 
 
+def client_url(server: ModelServer, protocol: str) -> str:
+    return server.url if protocol == "rest" else f"grpc://{server.grpc_address}"
+
+
 class Hammer:
-    """``threads`` clients sending the sample request in a loop, recording
-    (start time, status, images) of every request."""
+    """``threads`` clients (``serving.client``, REST or gRPC) sending the sample request
+    in a loop, recording (start time, status, float32 images) of every request."""
 
     def __init__(self, url: str, threads: int = 4):
         self.url = url
-        self.results: list[tuple[float, int, object]] = []
+        self.results: list[tuple[float, object, object]] = []
         self.errors: list[str] = []
         self._stop = threading.Event()
         self._threads = [threading.Thread(target=self._run) for _ in range(threads)]
 
     def _run(self):
-        with requests.Session() as session:
+        inputs = SAMPLE_BODY["inputs"]
+        with ServingClient(self.url, "evae") as client:
             while not self._stop.is_set():
                 start = time.monotonic()
                 try:
-                    response = session.post(self.url + PREDICT, json=SAMPLE_BODY, timeout=30)
-                except requests.RequestException as e:
-                    self.errors.append(repr(e))
+                    outputs = client.sample_outputs(inputs["num_samples"], inputs["seed"])
+                except ServingError as e:
+                    if e.status is None:  # no answer at all
+                        self.errors.append(str(e))
+                    else:
+                        self.results.append((start, e.status, e.message))
                     continue
-                images = response.json()["outputs"]["images"] if response.ok else response.text
-                self.results.append((start, response.status_code, images))
+                self.results.append((start, 200, np.float32(outputs["images"])))
 
     def __enter__(self):
         for thread in self._threads:
@@ -504,12 +646,14 @@ class Hammer:
             thread.join(60)
 
 
-def test_new_versions_are_swapped_in_under_concurrent_load(tmp_path, references):
+@pytest.mark.parametrize("protocol", ["rest", "grpc"])
+def test_new_versions_are_swapped_in_under_concurrent_load(tmp_path, references, protocol):
     base = tmp_path / "evae"
     base.mkdir()
     _copy_version("evae", 1, base)
-    with ModelServer([ModelConfig("evae", str(base))], port=0, poll_wait_seconds=0.05) as server:
-        with Hammer(server.url) as hammer:
+    config = single_model_config("evae", base)
+    with ModelServer([config], port=0, grpc_port=0, poll_wait_seconds=0.05) as server:
+        with Hammer(client_url(server, protocol)) as hammer:
             time.sleep(0.3)
             copying_2 = time.monotonic()
             _copy_version("evae", 2, base)
@@ -526,15 +670,15 @@ def test_new_versions_are_swapped_in_under_concurrent_load(tmp_path, references)
     assert not hammer.errors
     assert hammer.results and {status for _, status, _ in hammer.results} == {200}, [
         r for r in hammer.results if r[1] != 200][:3]
-    v1, v2 = references[1], references[2]
+    v1, v2 = (np.float32(references[v]) for v in (1, 2))
     for start, _, images in hammer.results:
-        assert images in (v1, v2)
+        assert np.array_equal(images, v1) or np.array_equal(images, v2)
         if start < copying_2:
-            assert images == v1
+            assert np.array_equal(images, v1)
         if swapped_to_2 < start < copying_3:
-            assert images == v2  # requests after the swap get the new version
+            assert np.array_equal(images, v2)  # requests after the swap get the new version
         if start > swapped_to_3:
-            assert images == v1  # version 3 = version 1's weights
+            assert np.array_equal(images, v1)  # version 3 = version 1's weights
     counts = [sum(1 for s, _, _ in hammer.results if a < s < b)
               for a, b in ((0, copying_2), (swapped_to_2, copying_3),
                            (swapped_to_3, float("inf")))]
@@ -562,14 +706,17 @@ def _truncated_variables(version_dir: Path):
             f.truncate(path.stat().st_size // 3)
 
 
-@pytest.mark.parametrize("breaks", [_truncate_pb, _garbage_pb, _no_variables,
-                                    _truncated_variables])
-def test_broken_new_version_keeps_the_old_one_serving(tmp_path, references, breaks):
+@pytest.mark.parametrize("breaks, protocol", [
+    (_truncate_pb, "rest"), (_garbage_pb, "grpc"), (_no_variables, "rest"),
+    (_truncated_variables, "grpc"),
+])
+def test_broken_new_version_keeps_the_old_one_serving(tmp_path, references, breaks, protocol):
     base = tmp_path / "evae"
     base.mkdir()
     _copy_version("evae", 1, base)
-    with ModelServer([ModelConfig("evae", str(base))], port=0, poll_wait_seconds=0.05) as server:
-        with Hammer(server.url, threads=2) as hammer:
+    config = single_model_config("evae", base)
+    with ModelServer([config], port=0, grpc_port=0, poll_wait_seconds=0.05) as server:
+        with Hammer(client_url(server, protocol), threads=2) as hammer:
             staged = base / ".tmp-2"
             shutil.copytree(fixture_models_dir() / "evae" / "2", staged)
             breaks(staged)
@@ -600,10 +747,12 @@ def test_broken_new_version_keeps_the_old_one_serving(tmp_path, references, brea
 # --------------------------------------------------------------------------------------
 
 
-def test_load_test_runs_and_writes_its_figures(tmp_path):
+@pytest.mark.parametrize("protocol", ["rest", "grpc"])
+def test_load_test_runs_and_writes_its_figures(tmp_path, protocol):
     out = tmp_path / "load.json"
     result = subprocess.run(
-        [sys.executable, "-m", "bench.load_test", "--duration", "3", "--warmup", "1",
+        [sys.executable, "-m", "bench.load_test", "--protocol", protocol,
+         "--duration", "3", "--warmup", "1",
          "--concurrency", "2", "--num", "4", "--model-dir", str(fixture_models_dir() / "evae"),
          "--out", str(out)],
         cwd=ROOT, capture_output=True, text=True, timeout=300,
@@ -617,7 +766,8 @@ def test_load_test_runs_and_writes_its_figures(tmp_path):
     assert 0 < latency["p50"] <= latency["p90"] <= latency["p99"] <= latency["max"]
     rss = figures["server_rss_mib"]
     assert rss["start"] > 0 and rss["end"] > 0 and "growth_pct" in rss
-    expected = {"duration_s": 3.0, "warmup_s": 1.0, "concurrency": 2, "num_samples": 4}
+    expected = {"duration_s": 3.0, "warmup_s": 1.0, "concurrency": 2, "num_samples": 4,
+                "protocol": protocol}
     assert expected.items() <= figures["config"].items()
     passed = figures["errors"] == 0 and rss["growth_pct"] < 10
     assert (result.returncode == 0) == passed, result.stderr

@@ -1,8 +1,9 @@
 """Tests of ``serving.client``: the library, the grid helpers and the command line.
 
-They run against ``serving.server`` started in-process with the fixture models of
-``tests/serving_fixtures.py``, or, with ``TF_SERVING_URL`` set, against that server
-(which must serve the same fixture models; see ``tests/test_serving_server.py``).
+They run over REST and over gRPC (the ``endpoint`` fixture), against ``serving.server``
+started in-process with the fixture models of ``tests/serving_fixtures.py``, or, with
+``TF_SERVING_URL`` / ``TF_SERVING_GRPC`` set, against that server (which must serve the
+same fixture models; see ``tests/test_serving_server.py``).
 """
 
 from __future__ import annotations
@@ -34,8 +35,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
-def client(base_url):
-    with ServingClient(base_url, "evae") as client:
+def client(endpoint):
+    with ServingClient(endpoint, "evae") as client:
         yield client
 
 
@@ -84,30 +85,60 @@ def test_decode_matches_sampled_latents(client):
     np.testing.assert_array_equal(decoded, client.sample(3, seed=5))
 
 
-def test_version_pinning(base_url, client):
-    with ServingClient(base_url, "evae", version=1) as pinned:
+def test_version_pinning(endpoint, client):
+    with ServingClient(endpoint, "evae", version=1) as pinned:
         assert [s["version"] for s in pinned.status()["model_version_status"]] == ["1"]
         assert not np.array_equal(pinned.sample(2, 0), client.sample(2, 0))
 
 
-def test_rgb_model(base_url):
-    with ServingClient(base_url, "vae") as client:
+def test_rgb_model(endpoint):
+    with ServingClient(endpoint, "vae") as client:
         assert client.sample(2, 0).shape == (2, *VAE.image_shape)
 
 
-def test_server_errors_carry_status_and_message(base_url, client):
-    with ServingClient(base_url, "nope") as missing, pytest.raises(ServingError) as info:
+def test_server_errors_carry_status_and_message(endpoint, client):
+    with ServingClient(endpoint, "nope") as missing, pytest.raises(ServingError) as info:
         missing.sample(2, 0)
-    assert info.value.status == 404
+    assert info.value.code == "NOT_FOUND"
+    assert info.value.status == (404 if client.protocol == "rest" else "NOT_FOUND")
     assert info.value.message == "Servable not found for request: Latest(nope)"
-    assert str(info.value) == "HTTP 404: Servable not found for request: Latest(nope)"
+    prefix = "HTTP 404" if client.protocol == "rest" else "gRPC NOT_FOUND"
+    assert str(info.value) == f"{prefix}: Servable not found for request: Latest(nope)"
     with pytest.raises(ServingError) as info:
         client.sample(0, 0)
-    assert info.value.status == 400
+    assert info.value.code == "INVALID_ARGUMENT"
     assert "num_samples must be in [1, 1024]" in info.value.message
     with pytest.raises(ServingError) as info:
         client.decode(np.zeros((2, 3)))  # latent_dim is 4
-    assert info.value.status == 400
+    assert info.value.code == "INVALID_ARGUMENT"
+    with pytest.raises(ServingError) as info:
+        client.sample(2, 0, signature_name="nope")
+    assert info.value.message == 'Serving signature name: "nope" not found in signature def'
+
+
+def test_protocols_give_the_same_samples(base_url, grpc_address):
+    with ServingClient(base_url, "evae") as rest, ServingClient(
+        f"grpc://{grpc_address}", "evae"
+    ) as grpc:
+        over_rest, over_grpc = rest.sample_outputs(3, 7), grpc.sample_outputs(3, 7)
+        # REST's JSON numbers read back as float32 are the exact tensors gRPC sends
+        np.testing.assert_array_equal(np.float32(over_rest["images"]), over_grpc["images"])
+        np.testing.assert_array_equal(np.float32(over_rest["z"]), over_grpc["z"])
+        assert over_rest["png_bytes"] == over_grpc["png_bytes"]
+        assert rest.status() == grpc.status()
+        assert rest.metadata() == grpc.metadata()
+
+
+def test_sample_picks_the_signature(client):
+    """``sample_prior`` (the paper's prior) beside ``sample``, once the exporter writes it."""
+    signatures = client.metadata()["metadata"]["signature_def"]["signature_def"]
+    if "sample_prior" not in signatures:
+        pytest.skip("the fixture export has no sample_prior signature (export/saved_model.py)")
+    prior = client.sample_outputs(4, 3, signature_name="sample_prior")
+    assert np.asarray(prior["images"]).shape == (4, *EVAE.image_shape)
+    np.testing.assert_array_equal(
+        client.sample(4, 3, signature_name="sample_prior"), client.sample(4, 3, "sample_prior")
+    )
 
 
 def test_unreachable_server(refused_url):
@@ -117,8 +148,17 @@ def test_unreachable_server(refused_url):
     assert info.value.message == f"cannot reach {refused_url}: connection refused"
 
 
+def test_unreachable_grpc_server(refused_url):
+    address = refused_url.removeprefix("http://")
+    with pytest.raises(ServingError) as info:
+        ServingClient(f"grpc://{address}", "evae", timeout=5).status()
+    assert info.value.status is None
+    assert info.value.message.startswith(f"cannot reach grpc://{address}: ")
+    assert "\n" not in info.value.message
+
+
 def test_constructor_checks_arguments():
-    with pytest.raises(ValueError, match="url must start with http"):
+    with pytest.raises(ValueError, match="url must start with http:// or https://. Received: url=.*For gRPC: grpc://"):
         ServingClient("localhost:8501", "evae")
     with pytest.raises(ValueError, match="model must be a non-empty name"):
         ServingClient("http://localhost:8501", "")
@@ -188,10 +228,15 @@ def run_client(*args: str) -> subprocess.CompletedProcess:
     )
 
 
-def test_cli_writes_grid_and_individual_pngs(base_url, tmp_path):
+def last_line(result: subprocess.CompletedProcess) -> str:
+    """The CLI's message: over gRPC, TensorFlow (the protos' package) logs lines first."""
+    return result.stderr.strip().splitlines()[-1]
+
+
+def test_cli_writes_grid_and_individual_pngs(endpoint, tmp_path):
     out = tmp_path / "grid.png"
     result = run_client(
-        "--url", base_url, "--model", "evae", "--num", "6", "--seed", "0",
+        "--url", endpoint, "--model", "evae", "--num", "6", "--seed", "0",
         "--out", str(out), "--individual-dir", str(tmp_path / "each"),
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
@@ -202,7 +247,7 @@ def test_cli_writes_grid_and_individual_pngs(base_url, tmp_path):
         pixels = np.asarray(grid)
     files = sorted((tmp_path / "each").iterdir())
     assert [f.name for f in files] == [f"{i:04d}.png" for i in range(6)]
-    with ServingClient(base_url, "evae") as client:
+    with ServingClient(endpoint, "evae") as client:
         images = client.sample(6, seed=0)
     fifth = decode_png(files[4].read_bytes())
     np.testing.assert_array_equal(fifth, np.round(images[4] * 255))
@@ -210,10 +255,10 @@ def test_cli_writes_grid_and_individual_pngs(base_url, tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["each", "grid.png"]  # no temp files left
 
 
-def test_cli_rgb_model_and_pinned_version(base_url, tmp_path):
+def test_cli_rgb_model_and_pinned_version(endpoint, tmp_path):
     out = tmp_path / "vae.png"
     result = run_client(
-        "--url", base_url, "--model", "vae", "--version", "1", "--num", "4", "--out", str(out)
+        "--url", endpoint, "--model", "vae", "--version", "1", "--num", "4", "--out", str(out)
     )
     assert result.returncode == 0, result.stderr
     height, width, _ = VAE.image_shape
@@ -221,16 +266,29 @@ def test_cli_rgb_model_and_pinned_version(base_url, tmp_path):
         assert (grid.size, grid.mode) == ((2 * width, 2 * height), "RGB")
 
 
-def test_cli_decodes_given_latents(base_url, tmp_path):
+def test_cli_decodes_given_latents(endpoint, tmp_path):
     z = np.random.default_rng(0).normal(size=(3, EVAE.latent_dim)).astype(np.float32)
     np.save(tmp_path / "z.npy", z)
     out = tmp_path / "decoded.png"
-    result = run_client("--url", base_url, "--latent", str(tmp_path / "z.npy"), "--out", str(out))
+    result = run_client("--url", endpoint, "--latent", str(tmp_path / "z.npy"), "--out", str(out))
     assert result.returncode == 0, result.stderr
-    with ServingClient(base_url, "evae") as client:
+    with ServingClient(endpoint, "evae") as client:
         expected = make_grid(client.decode(z))
     with Image.open(out) as grid:
         np.testing.assert_array_equal(np.asarray(grid), np.round(expected[..., 0] * 255))
+
+
+def test_cli_grpc_flag_and_signature(grpc_address, tmp_path):
+    out = tmp_path / "grid.png"
+    result = run_client("--grpc", grpc_address, "--num", "4", "--seed", "3", "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    with ServingClient(f"grpc://{grpc_address}", "evae") as client:
+        expected = make_grid(client.sample(4, seed=3))
+    with Image.open(out) as grid:
+        np.testing.assert_array_equal(np.asarray(grid), np.round(expected[..., 0] * 255))
+    result = run_client("--grpc", grpc_address, "--signature", "nope", "--out", str(out))
+    assert result.returncode == 1
+    assert last_line(result) == 'error: Serving signature name: "nope" not found in signature def'
 
 
 def test_cli_unreachable_server(refused_url, tmp_path):
@@ -241,10 +299,11 @@ def test_cli_unreachable_server(refused_url, tmp_path):
     assert not out.exists()
 
 
-def test_cli_unknown_model(base_url, tmp_path):
-    result = run_client("--url", base_url, "--model", "nope", "--out", str(tmp_path / "g.png"))
+def test_cli_unknown_model(endpoint, tmp_path):
+    result = run_client("--url", endpoint, "--model", "nope", "--out", str(tmp_path / "g.png"))
     assert result.returncode == 1
-    assert result.stderr.strip() == "error: Servable not found for request: Latest(nope)"
+    assert last_line(result) == "error: Servable not found for request: Latest(nope)"
+    assert "Traceback" not in result.stderr
 
 
 def test_cli_bad_response(tmp_path):

