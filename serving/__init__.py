@@ -4,7 +4,7 @@
 ``config`` reads its model config file, ``core`` holds the model registry and the predict
 core both protocols share, ``rest`` and ``grpc_api`` parse and format each protocol.
 ``serving.client`` talks to either server over either protocol; ``serving.cleanup``
-removes a killed export's leftovers. See ``docs/serving.md`` and ``docs/serving-grpc.md``.
+removes a killed export's leftovers. See ``docs/serving.md`` (REST and gRPC).
 """
 
 from evae_tf import runtime

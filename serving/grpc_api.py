@@ -1,4 +1,5 @@
-"""TF Serving's gRPC API (``docs/serving-grpc.md``) and the status / metadata messages.
+"""TF Serving's gRPC API and the status / metadata messages (docs/serving.md,
+'gRPC (`PredictionService`, `ModelService`)').
 
 ``PredictionService.Predict`` / ``GetModelMetadata`` and ``ModelService.GetModelStatus``
 on the ``tensorflow_serving.apis`` stubs. Predict is parse (``TensorProto`` -> numpy,

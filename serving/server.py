@@ -2,7 +2,7 @@
 
 For machines without Docker: serves SavedModels laid out for TF Serving
 (``<base_path>/<version>/saved_model.pb``) with the same URLs, RPCs, messages and status
-codes (``docs/serving.md``, ``docs/serving-grpc.md``)::
+codes (``docs/serving.md``)::
 
     python -m serving.server --model_name evae --model_base_path models/evae \\
         --rest_api_port 8501 --port 8500

@@ -76,9 +76,12 @@ def export_decoder(
     # The exporter's own endpoints, around a toy decoder and a N(0, I) prior.
     from export.saved_model import decoder_archive
 
-    archive, _ = decoder_archive(
-        decoder, latent_dim, lambda shape, seed: tf.random.stateless_normal(shape, seed=seed)
-    )
+    # `sample` stands for an ex-post sampler (a shifted, wider Gaussian here), `sample_prior`
+    # for the paper's prior N(0, I): the exporter's two sampling signatures.
+    archive, _ = decoder_archive(decoder, latent_dim, {
+        "sample": lambda shape, seed: 1.0 + 2.0 * tf.random.stateless_normal(shape, seed=seed),
+        "sample_prior": lambda shape, seed: tf.random.stateless_normal(shape, seed=seed),
+    })
     archive.write_out(str(path), verbose=False)
 
 

@@ -130,12 +130,14 @@ def test_protocols_give_the_same_samples(base_url, grpc_address):
 
 
 def test_sample_picks_the_signature(client):
-    """``sample_prior`` (the paper's prior) beside ``sample``, once the exporter writes it."""
+    """``sample_prior`` (the paper's prior) beside ``sample`` (the ex-post sampler)."""
     signatures = client.metadata()["metadata"]["signature_def"]["signature_def"]
-    if "sample_prior" not in signatures:
-        pytest.skip("the fixture export has no sample_prior signature (export/saved_model.py)")
+    assert {"sample", "sample_prior"} <= set(signatures)
     prior = client.sample_outputs(4, 3, signature_name="sample_prior")
+    expost = client.sample_outputs(4, 3)
     assert np.asarray(prior["images"]).shape == (4, *EVAE.image_shape)
+    # The fixture's sample draws 1 + 2 eps from the same eps as sample_prior's.
+    np.testing.assert_allclose(np.asarray(expost["z"]), 1.0 + 2.0 * np.asarray(prior["z"]), rtol=1e-6)
     np.testing.assert_array_equal(
         client.sample(4, 3, signature_name="sample_prior"), client.sample(4, 3, "sample_prior")
     )
