@@ -11,10 +11,10 @@ trainers.fit ...`` runs with oneDNN off.
 Library users do the same in their own program, first thing::
 
     from evae_tf import runtime
-    runtime.configure()          # oneDNN on (unless set), TensorFlow imported quietly
+    runtime.configure()          # oneDNN on (unless set), a quiet TensorFlow import
     import tensorflow as tf
 
-``configure`` also imports TensorFlow with its start-up noise filtered out: the absl
+``configure`` also has TensorFlow's first import run with its start-up noise filtered: the absl
 preamble, the oneDNN and CPU-feature notices, "could not find cuda drivers", and, on a
 machine with no NVIDIA device at all, the ``failed call to cuInit`` error. Every other
 line (real warnings and errors, and all GPU messages on a GPU machine) still reaches
@@ -24,6 +24,8 @@ stderr.
 from __future__ import annotations
 
 import contextlib
+import importlib.abc
+import importlib.util
 import os
 import re
 import sys
@@ -54,20 +56,47 @@ def noise_patterns() -> tuple[str, ...]:
 
 
 def configure(*, onednn: bool = True, quiet: bool = True) -> None:
-    """Sets ``TF_ENABLE_ONEDNN_OPTS=1`` unless already set, then imports TensorFlow.
+    """Sets ``TF_ENABLE_ONEDNN_OPTS=1`` unless already set, and makes TensorFlow's first
+    import quiet.
 
     Must run before the first ``import tensorflow`` of the process; afterwards it can
-    change nothing (TensorFlow has read its settings) and only returns. ``onednn=False``
-    leaves the variable alone; ``quiet=False`` imports TensorFlow with its full output.
+    change nothing (TensorFlow has read its settings) and only returns. It imports
+    nothing itself, so a command's ``--help`` stays fast: the import that comes later
+    runs with the noise filtered. ``onednn=False`` leaves the variable alone;
+    ``quiet=False`` keeps TensorFlow's full output.
     """
     if "tensorflow" in sys.modules:
         return
     if onednn:
         os.environ.setdefault(ONEDNN_ENV, "1")
-    with filtered_stderr(noise_patterns() if quiet else ()):
-        import tensorflow as tf
+    if quiet and not any(isinstance(f, _QuietTensorFlowImport) for f in sys.meta_path):
+        sys.meta_path.insert(0, _QuietTensorFlowImport())
 
-        tf.config.list_physical_devices("GPU")  # the CUDA probe prints here, inside the filter
+
+class _QuietTensorFlowImport(importlib.abc.MetaPathFinder):
+    """Finds ``tensorflow`` once, and has it executed inside :func:`filtered_stderr`."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name != "tensorflow":
+            return None
+        sys.meta_path.remove(self)  # one import only; later ones find the loaded module
+        spec = importlib.util.find_spec(name)
+        if spec is not None and spec.loader is not None:
+            spec.loader = _QuietLoader(spec.loader)
+        return spec
+
+
+class _QuietLoader(importlib.abc.Loader):
+    def __init__(self, loader):
+        self.loader = loader
+
+    def create_module(self, spec):
+        return self.loader.create_module(spec)
+
+    def exec_module(self, module) -> None:
+        with filtered_stderr(noise_patterns()):
+            self.loader.exec_module(module)
+            module.config.list_physical_devices("GPU")  # the CUDA probe prints here, filtered
 
 
 def onednn_enabled() -> bool:

@@ -634,7 +634,7 @@ def test_the_command_line_names_the_run_layout_without_loading_tensorflow():
     # The run directory's layout has one owner (evae_tf.rundir); reading it must not load
     # TensorFlow, so that --help and usage errors stay fast.
     code = ("import sys; from export import saved_model; saved_model.build_parser().format_help(); "
-            "assert saved_model.MODEL_FILE == 'model.keras'; "
+            "from evae_tf.rundir import MODEL_FILE; assert MODEL_FILE == 'model.keras'; "
             "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules, 'loaded'")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             cwd=Path(__file__).resolve().parents[1], timeout=60)
