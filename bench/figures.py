@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from bench import flops as flops_lib
+from bench.table import Rows, num
 from bench.timing import interleave, inverted, paired_ratio, percentiles, scaled, summary
 
 BATCH = 100
@@ -180,6 +181,16 @@ def fig_train(ctx: Context) -> dict[str, Any]:
     }
 
 
+def rows_train(r: dict[str, Any]) -> Rows:
+    rows = Rows()
+    for c in r["configs"]:
+        rows.add(f"{c['name']} step", c["step_ms"], "ms")
+        rows.add(f"{c['name']} throughput", c["images_per_s"], "img/s")
+    for key, s in r["ratios"].items():
+        rows.add(key, s, "x")
+    return rows
+
+
 # --------------------------------------------------------------------------- 2. FLOPs
 
 
@@ -305,6 +316,107 @@ def fig_flops(ctx: Context) -> dict[str, Any]:
     }
 
 
+def rows_flops(r: dict[str, Any]) -> Rows:
+    rows = Rows()
+    a = r["analytic"]
+    rows.add("forward FLOPs / image (analytic)", a["forward_per_image"] / 1e6, "MFLOP")
+    rows.add("train step FLOPs (analytic, exact)", a["train_step_exact"] / 1e9, "GFLOP")
+    rows.add("train step FLOPs (3 x forward)", a["train_step_rule_of_three"] / 1e9, "GFLOP")
+    if "train_step" in r["profiler"]:
+        rows.add("train step FLOPs (TF op statistics)", r["profiler"]["train_step"]["total"] / 1e9, "GFLOP")
+    rows.add("train step", r["train_step_ms"], "ms")
+    rows.add("achieved training", r["train_gflops"], "GFLOP/s")
+    rows.add(f"matmul {r['matmul_n']}^2 float32 peak", r["matmul_gflops"], "GFLOP/s")
+    rows.add("achieved / matmul peak", r["fraction_of_matmul_peak"], "fraction")
+    if "gemm_bound" in r:
+        g = r["gemm_bound"]
+        rows.add(f"the step's {g['products']} matrix products alone", g["step_ms"], "ms")
+        rows.add("products alone / matmul peak (GEMM bound)", g["fraction_of_matmul_peak"], "fraction")
+        rows.add("train step / products alone", g["train_step_over_gemms"], "x")
+    return rows
+
+
+# --------------------------------------------------------------------------- 2b. PyTorch reference
+
+
+def _torch_blocks(ctx: Context, steps: int) -> dict[str, Callable[[], float]]:
+    """Seconds-per-step blocks of the TF and PyTorch EVAE / VAE steps and a matmul block."""
+    import torch
+
+    from bench import torch_ref
+
+    threads = torch.get_num_threads()
+    evae, vae = torch_ref.TorchStepper("evae"), torch_ref.TorchStepper("vae")
+
+    def one_thread(stepper):
+        def block() -> float:
+            torch.set_num_threads(1)
+            try:
+                return stepper.run(steps)
+            finally:
+                torch.set_num_threads(threads)
+        return block
+
+    return {
+        "tf_evae": lambda: library_stepper(ctx, "evae").run(steps),
+        "torch_evae": lambda: evae.run(steps),
+        "tf_vae": lambda: library_stepper(ctx, "vae").run(steps),
+        "torch_vae": lambda: vae.run(steps),
+        "torch_evae_1_thread": one_thread(evae),
+        "matmul": _matmul_block(2048, 2 if ctx.quick else 5),
+    }
+
+
+def fig_torch(ctx: Context) -> dict[str, Any]:
+    """The TF step against a same-network PyTorch step (bench.torch_ref), interleaved."""
+    from bench import torch_ref
+
+    reason = torch_ref.available()
+    if reason:
+        raise Skip(reason)
+    step_flops = flops_lib.train_step_flops(library_stepper(ctx, "evae").model, BATCH)["train_step_exact"]
+    vae_flops = flops_lib.train_step_flops(library_stepper(ctx, "vae").model, BATCH)["train_step_exact"]
+    times = interleave(_torch_blocks(ctx, ctx.steps(10, 3)), ctx.repeats)
+    t = {k: np.asarray(v) for k, v in times.items()}
+    peak = 2 * 2048**3 / t["matmul"]
+    best_torch = np.minimum(t["torch_evae"], t["torch_evae_1_thread"])
+    return {
+        "torch": torch_ref.runtime(),
+        "images_per_s": {k: inverted(summary(v), BATCH) for k, v in times.items() if k != "matmul"},
+        "tf_over_torch": summary(t["torch_evae"] / t["tf_evae"]),
+        "tf_over_torch_best_threads": summary(best_torch / t["tf_evae"]),
+        "evae_over_vae": {"tf": paired_ratio(times["tf_evae"], times["tf_vae"]),
+                          "torch": paired_ratio(times["torch_evae"], times["torch_vae"])},
+        "matmul_gflops": summary(peak / 1e9),
+        "fraction_of_matmul_peak": {"tf": summary(step_flops / t["tf_evae"] / peak),
+                                    "torch": summary(step_flops / t["torch_evae"] / peak),
+                                    "tf_vae": summary(vae_flops / t["tf_vae"] / peak)},
+        "train_step_gflop": step_flops / 1e9,
+        "method": "float32 EVAE / VAE training steps, batch 100, fixed in-memory batch: the "
+                  "library's compiled train_function vs bench.torch_ref (same layers, loss, "
+                  "Adam) at PyTorch's default threads and at 1 thread, and a 2048^2 TF matmul, "
+                  "interleaved in this process; ratios per repeat. tf_over_torch = TF "
+                  "throughput / PyTorch throughput (issue 12's goal: >= 1.25 in every repeat)",
+    }
+
+
+def rows_torch(r: dict[str, Any]) -> Rows:
+    rows = Rows()
+    threads = r["torch"]["threads"]
+    for key, s in r["images_per_s"].items():
+        label = key.replace("_", " ").replace("torch evae", "PyTorch EVAE").replace("torch vae", "PyTorch VAE")
+        rows.add(f"{label.replace('tf ', 'TF ')} step", s, "img/s")
+    rows.add(f"TF / PyTorch throughput, EVAE (PyTorch {threads} threads)", r["tf_over_torch"], "x")
+    rows.add("TF / PyTorch throughput, EVAE (PyTorch's better of default, 1 thread)",
+             r["tf_over_torch_best_threads"], "x")
+    rows.add("EVAE step / VAE step, TF", r["evae_over_vae"]["tf"], "x")
+    rows.add("EVAE step / VAE step, PyTorch", r["evae_over_vae"]["torch"], "x")
+    rows.add("matmul 2048^2 float32 peak (TF)", r["matmul_gflops"], "GFLOP/s")
+    rows.add("TF EVAE achieved / matmul peak", r["fraction_of_matmul_peak"]["tf"], "fraction")
+    rows.add("PyTorch EVAE achieved / matmul peak", r["fraction_of_matmul_peak"]["torch"], "fraction")
+    return rows
+
+
 # --------------------------------------------------------------------------- 3. sampler
 
 
@@ -380,6 +492,18 @@ def fig_sampler(ctx: Context) -> dict[str, Any]:
         "method": "samplers looped in a tf.while_loop inside one tf.function (no dispatch); "
                   "share = (EVAE posterior sample + its gradient, [100, 64]) / float32 EVAE step",
     }
+
+
+def rows_sampler(r: dict[str, Any]) -> Rows:
+    rows = Rows()
+    for m in r["methods"].values():
+        rows.add(f"median-of-three {m['shape']}", m["median_of_three_ns_per_draw"], "ns/draw")
+        rows.add(f"inverse-cdf {m['shape']}", m["inverse_cdf_ns_per_draw"], "ns/draw")
+        rows.add(f"inverse-cdf / median-of-three {m['shape']}", m["inverse_over_median"], "x")
+    rows.add("EVAE posterior sample + grad [100, 64]", r["posterior_sample_us"], "us")
+    rows.add("train step", r["train_step_ms"], "ms")
+    rows.add("sampling share of a train step", r["share_of_train_step"], "fraction")
+    return rows
 
 
 def _timed(fn) -> float:
@@ -464,6 +588,15 @@ def fig_pipeline(ctx: Context) -> dict[str, Any]:
     }
 
 
+def rows_pipeline(r: dict[str, Any]) -> Rows:
+    rows = Rows()
+    rows.add("input pipeline", r["pipeline_images_per_s"], "img/s")
+    rows.add("input pipeline CPU time / batch", r["pipeline_cpu_ms_per_batch"], "ms")
+    rows.add("training consumption", r["train_images_per_s"], "img/s")
+    rows.add("pipeline / consumption", r["pipeline_over_consumption"], "x")
+    return rows
+
+
 def fig_teardown(ctx: Context) -> dict[str, Any]:
     """An epoch boundary's hidden cost: destroying a used training iterator, tf.data autotune
     on (TF's default) vs off (the library's pipelines, see ``data.pipeline_options``)."""
@@ -516,6 +649,15 @@ def fig_teardown(ctx: Context) -> dict[str, Any]:
                      "intermittent (about every other epoch) and needs epochs of several "
                      "seconds: --quick's 100-batch epochs do not show it")
     return out
+
+
+def rows_teardown(r: dict[str, Any]) -> Rows:
+    rows = Rows()
+    for variant in ("autotune_off", "autotune_on"):
+        label = variant.replace("_", " ")
+        rows.add(f"iterator teardown after an epoch, {label}", r[variant]["teardown_s"], "s")
+        rows.add(f"iterator teardown, mean per epoch, {label}", r[variant]["teardown_mean_s"], "s")
+    return rows
 
 
 # --------------------------------------------------------------------------- 5. export and serving
@@ -651,6 +793,31 @@ def fig_serving(ctx: Context) -> dict[str, Any]:
                   "per-block REST p50 / in-process median, interleaved",
     })
     return out
+
+
+def rows_serving(r: dict[str, Any]) -> Rows:
+    rows = Rows()
+    rows.add("export_decoder", r["export_s"], "s")
+    rows.add("in-process decode (16, Keras decoder)", r["in_process_decode_ms"], "ms")
+    rows.add("in-process `sample` signature (16 + PNG)", r["in_process_sample_ms"], "ms")
+    for c in ("rest_c1", "rest_c8"):
+        lat = r[c]["latency_ms"]
+        rows.add(f"REST {c[-2:]} p50", lat["p50"], "ms")
+        rows.add(f"REST {c[-2:]} p99", lat["p99"], "ms")
+        rows.add(f"REST {c[-2:]} throughput", r[c]["requests_per_s"], "req/s")
+    rows.add("REST c=8 images", r["rest_c8"]["images_per_s"], "img/s")
+    rows.add("REST c=1 / in-process", r["rest_over_in_process"], "x")
+    b = r.get("rest_breakdown")
+    if b:
+        rows.add("REST response size (16 images as JSON)", b["response_bytes"] / 1024, "KiB")
+        rows.add("server: JSON answer formatting", b["server_json_format_ms"], "ms")
+        rows.add("client: JSON answer parsing", b["client_json_parse_ms"], "ms")
+    cpu = r.get("cpu_per_request_c8")
+    if cpu:
+        rows.add("c=8 server CPU per request", cpu["server_ms"], "ms")
+        rows.add("c=8 load generator CPU per request", cpu["client_ms"], "ms")
+        rows.add(f"c=8 p50 bound (8 x CPU / {cpu['cores']} cores)", cpu["p50_bound_ms"], "ms")
+    return rows
 
 
 # --------------------------------------------------------------------------- 6. full epoch
@@ -848,6 +1015,31 @@ def epoch_measurement(ctx: Context) -> dict[str, Any]:
     }
 
 
+def rows_epoch(r: dict[str, Any]) -> Rows:
+    rows = Rows()
+    for i, e in enumerate(r["epochs"]):
+        rows.add(f"epoch {i + 1}: total", e["epoch_s"], "s")
+        rows.add(f"epoch {i + 1}: training ({e['train_steps']} steps)", e["train_s"], "s")
+        rows.add(f"epoch {i + 1}: validation", e["validation_s"], "s")
+        rows.add(f"epoch {i + 1}: epoch-end callbacks", e["epoch_end_callbacks_s"], "s")
+        if "epoch_end_unattributed_s" in e:
+            rows.add(f"epoch {i + 1}: ... of which outside the library callbacks",
+                     e["epoch_end_unattributed_s"], "s")
+        if "python_gc_s" in e:
+            rows.add(f"epoch {i + 1}: Python garbage collection (at epoch end)",
+                     f"{num(e['python_gc_s'])} ({num(e['python_gc_at_epoch_end_s'])})", "s")
+        if e["fit_step_ms"]:
+            rows.add(f"epoch {i + 1}: step in fit", e["fit_step_ms"], "ms")
+    for cb, t in r.get("epoch_end_callback_ms", {}).items():
+        rows.add(f"epoch end: {cb}", t, "ms")
+    rows.add("bare compiled step, same model, after the run", r["bare_step_ms_after_run"], "ms")
+    rows.add("step in fit / bare step", r["fit_step_over_bare_step"], "x")
+    rows.add("startup (data, model, callbacks)", r["startup_s"], "s")
+    rows.add(f"full epoch ({r['full_epoch_how'].split(':')[0]})", summary(r["full_epoch_s_per_epoch"]), "s")
+    rows.add("projected 50 epochs", r["projected_50_epochs_min"], "min")
+    return rows
+
+
 # --------------------------------------------------------------------------- 7. ablations
 
 
@@ -894,6 +1086,16 @@ def fig_ablations(ctx: Context) -> dict[str, Any]:
     return out
 
 
+def rows_ablations(r: dict[str, Any]) -> Rows:
+    rows = Rows()
+    for label, t in r["step_ms"].items():
+        rows.add(f"step, {label}", t, "ms")
+    for key, ratio in r.items():
+        if key.startswith("library_over_"):
+            rows.add(key.replace("_", " "), ratio, "x")
+    return rows
+
+
 # --------------------------------------------------------------------------- 8. thread settings
 
 
@@ -932,6 +1134,16 @@ def fig_threads(ctx: Context) -> dict[str, Any]:
         "method": "python -m bench.probe per configuration (float32 EVAE step, median of its "
                   "repeats), alternating processes; 0 = TensorFlow's choice (the core count)",
     }
+
+
+def rows_threads(r: dict[str, Any]) -> Rows:
+    rows = Rows()
+    for cname, c in r["configs"].items():
+        t = c["threads"]
+        rows.add(f"{cname} (inter {t['inter_op']}, intra {t['intra_op']}) step", c["step_ms"], "ms")
+        if cname != "default":
+            rows.add(f"{cname} / default", c["over_default"], "x")
+    return rows
 
 
 # --------------------------------------------------------------------------- 9. op profile
@@ -1024,15 +1236,39 @@ def fig_profile(ctx: Context) -> dict[str, Any]:
     }
 
 
-FIGURES: dict[str, Callable[[Context], dict[str, Any]]] = {
-    "train": fig_train,
-    "flops": fig_flops,
-    "sampler": fig_sampler,
-    "pipeline": fig_pipeline,
-    "teardown": fig_teardown,
-    "serving": fig_serving,
-    "epoch": fig_epoch,
-    "ablations": fig_ablations,
-    "threads": fig_threads,
-    "profile": fig_profile,
+def rows_profile(r: dict[str, Any]) -> Rows:
+    rows = Rows()
+    rows.add("wall time per step (under the profiler)", r["wall_ms_per_step"], "ms")
+    rows.add("op time per step, summed over threads", r["op_ms_per_step"], "ms")
+    for cat, c in r["categories"].items():
+        rows.add(f"share of op time: {cat}", c["share"], "fraction")
+    for layer, c in r["conv_layers"].items():
+        rows.text(f"{layer}: share of conv time / of conv FLOPs", f"{c['time_share_of_convs']:.3f}", "",
+                  f"FLOP share {c['flop_share_of_convs']:.3f}")
+    return rows
+
+
+@dataclasses.dataclass(frozen=True)
+class Figure:
+    """A figure: ``run(ctx)`` measures (a JSON-able dict), ``rows(result)`` formats it."""
+
+    run: Callable[[Context], dict[str, Any]]
+    rows: Callable[[dict[str, Any]], Rows]
+
+    def __call__(self, ctx: Context) -> dict[str, Any]:
+        return self.run(ctx)
+
+
+FIGURES: dict[str, Figure] = {
+    "train": Figure(fig_train, rows_train),
+    "flops": Figure(fig_flops, rows_flops),
+    "torch": Figure(fig_torch, rows_torch),
+    "sampler": Figure(fig_sampler, rows_sampler),
+    "pipeline": Figure(fig_pipeline, rows_pipeline),
+    "teardown": Figure(fig_teardown, rows_teardown),
+    "serving": Figure(fig_serving, rows_serving),
+    "epoch": Figure(fig_epoch, rows_epoch),
+    "ablations": Figure(fig_ablations, rows_ablations),
+    "threads": Figure(fig_threads, rows_threads),
+    "profile": Figure(fig_profile, rows_profile),
 }
