@@ -420,13 +420,12 @@ def rows_torch(r: dict[str, Any]) -> Rows:
 # --------------------------------------------------------------------------- 3. sampler
 
 
-def fig_sampler(ctx: Context) -> dict[str, Any]:
-    """Median-of-three vs inverse-cdf sampling, and the sampler's share of a training step."""
+def _sampler_methods(ctx: Context) -> dict[str, Any]:
+    """Median-of-three vs inverse-cdf draws (ns per draw) at the training and a large shape."""
     import tensorflow as tf
 
     from evae_tf.distributions import epanechnikov
     from evae_tf.distributions.epanechnikov_cdf import standard_quantile
-    from evae_tf.distributions.evae_posterior import EVAEPosterior
 
     def median3(shape, seed):
         return epanechnikov.sample_standard(shape, tf.float32, seed)
@@ -460,10 +459,16 @@ def fig_sampler(ctx: Context) -> dict[str, Any]:
             **{f"{name}_ns_per_draw": scaled(summary(times[name]), 1e9 / size) for name in fns},
             "inverse_over_median": paired_ratio(times["inverse_cdf"], times["median_of_three"]),
         }
+    return methods
 
-    # The training step's sampling: the EVAE posterior (z = b (mu + r K) + U), forward and
-    # backward, at the training shape, looped inside one graph to leave dispatch out.
-    loops = 200
+
+def _posterior_fwd_bwd(loops: int):
+    """The training step's sampling: the EVAE posterior (z = b (mu + r K) + U), forward and
+    backward, at the training shape, looped ``loops`` times inside one graph (no dispatch)."""
+    import tensorflow as tf
+
+    from evae_tf.distributions.evae_posterior import EVAEPosterior
+
     loc = tf.random.stateless_normal([BATCH, LATENT_DIM], seed=[0, 1])
     spread = tf.fill([BATCH, LATENT_DIM], 0.5)
     support = tf.fill([BATCH, LATENT_DIM], 0.1)
@@ -480,6 +485,14 @@ def fig_sampler(ctx: Context) -> dict[str, Any]:
         return tf.while_loop(lambda i, _: i < loops, body, (tf.constant(0), tf.constant(0.0)))[1]
 
     float(posterior_fwd_bwd())
+    return posterior_fwd_bwd
+
+
+def fig_sampler(ctx: Context) -> dict[str, Any]:
+    """Median-of-three vs inverse-cdf sampling, and the sampler's share of a training step."""
+    methods = _sampler_methods(ctx)
+    loops = 200
+    posterior_fwd_bwd = _posterior_fwd_bwd(loops)
     stepper = library_stepper(ctx, "evae")
     steps = ctx.steps(10, 3)
     times = interleave({"sampler": lambda: _timed(posterior_fwd_bwd) / loops,
@@ -673,83 +686,81 @@ def _post_sample_latencies(url: str, model: str, concurrency: int, requests_n: i
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def fig_serving(ctx: Context) -> dict[str, Any]:
-    """Export, in-process decode, and REST ``sample`` latency / throughput of the local server."""
-    import tensorflow as tf
-
+def _export_for_serving(ctx: Context):
+    """Exports an EVAE decoder; returns ``(model, export base, seconds)``."""
     from evae_tf import models
     from export.saved_model import export_decoder
-    from serving.model_config import ModelConfig
-    from serving.server import ModelServer
 
-    num = 16
     model = models.build("evae", IMAGE_SHAPE, LATENT_DIM, seed=0)
     base = ctx.workdir / "serving" / "evae"
     if base.exists():
         shutil.rmtree(base)
     start = time.perf_counter()
     export_decoder(model, base / "1")
-    export_s = time.perf_counter() - start
+    return model, base, time.perf_counter() - start
 
-    loaded = tf.saved_model.load(str(base / "1"))
-    sample_sig = loaded.signatures["sample"]
+
+def _in_process_timers(model, sample_sig, num: int):
+    """``(sample, decode)``: one call's seconds of the loaded ``sample`` signature (PNGs
+    included) and of the Keras decoder, each on ``num`` images."""
+    import tensorflow as tf
+
     z = tf.random.stateless_uniform([num, LATENT_DIM], seed=[5, 6], minval=-0.05, maxval=0.05)
     decoder_fn = tf.function(lambda z: model.decode(z))
     decoder_fn(z)
     seeds = iter(range(10**9))
 
-    def in_process_sample() -> float:
+    def sample() -> float:
         start = time.perf_counter()
-        out = sample_sig(num_samples=tf.constant(num, tf.int32),
-                         seed=tf.constant(next(seeds), tf.int64))
+        out = sample_sig(num_samples=tf.constant(num, tf.int32), seed=tf.constant(next(seeds), tf.int64))
         out["png_bytes"].numpy()
         return time.perf_counter() - start
 
-    def in_process_decode() -> float:
+    def decode() -> float:
         start = time.perf_counter()
         decoder_fn(z).numpy()
         return time.perf_counter() - start
 
     for _ in range(5):
-        in_process_sample()
-    calls = ctx.steps(30, 8)
-    requests_c1 = ctx.steps(60, 15)
-    requests_c8 = ctx.steps(400, 48)
-    out: dict[str, Any] = {"images_per_request": num, "export_s": export_s}
-    with ModelServer([ModelConfig("evae", str(base))], port=0, poll_wait_seconds=0) as server:
-        _post_sample_latencies(server.url, "evae", 1, 5, num)  # warm-up (and connection check)
-        c1_p50: list[float] = []
-        inproc: list[float] = []
-        decode: list[float] = []
-        c1_all: list[float] = []
+        sample()
+    return sample, decode
 
-        def rest_block() -> float:
-            result = _post_sample_latencies(server.url, "evae", 1, requests_c1, num)
-            c1_all.extend(result["latencies_s"])
-            c1_p50.append(float(np.median(result["latencies_s"])))
-            return c1_p50[-1]
 
-        def inproc_block() -> float:
-            samples = [in_process_sample() for _ in range(calls)]
-            inproc.append(float(np.median(samples)))
-            decode.append(float(np.median([in_process_decode() for _ in range(calls)])))
-            return inproc[-1]
+def _rest_c1_vs_in_process(ctx: Context, url: str, sample, decode, num: int) -> dict[str, list[float]]:
+    """REST at concurrency 1 interleaved with the in-process calls (per-block medians)."""
+    calls, requests_c1 = ctx.steps(30, 8), ctx.steps(60, 15)
+    out: dict[str, list[float]] = {"c1_p50": [], "c1_all": [], "in_process": [], "decode": []}
 
-        repeats = max(3, ctx.repeats // 2)
-        interleave({"in_process": inproc_block, "rest_c1": rest_block}, repeats)
-        c8_runs = []
-        server_cpu_s = []
-        for _ in range(1 if ctx.quick else 2):
-            cpu0 = time.process_time()  # the server runs in this process, the clients do not
-            c8_runs.append(_post_sample_latencies(server.url, "evae", 8, requests_c8, num))
-            server_cpu_s.append((time.process_time() - cpu0) / c8_runs[-1]["requests"])
-    c8_lat = [x for run in c8_runs for x in run["latencies_s"]]
-    client_cpu_s = [r["cpu_s"] / r["requests"] for r in c8_runs]
-    cores = os.cpu_count() or 1
-    cpu_per_request = float(np.median(server_cpu_s)) + float(np.median(client_cpu_s))
+    def rest_block() -> float:
+        result = _post_sample_latencies(url, "evae", 1, requests_c1, num)
+        out["c1_all"].extend(result["latencies_s"])
+        out["c1_p50"].append(float(np.median(result["latencies_s"])))
+        return out["c1_p50"][-1]
 
-    # Where the REST time goes: the server's JSON answer (TF Serving's format: every float of
-    # `images` and `z` as text, PNGs as base64) and the client's parsing of it.
+    def inproc_block() -> float:
+        out["in_process"].append(float(np.median([sample() for _ in range(calls)])))
+        out["decode"].append(float(np.median([decode() for _ in range(calls)])))
+        return out["in_process"][-1]
+
+    interleave({"in_process": inproc_block, "rest_c1": rest_block}, max(3, ctx.repeats // 2))
+    return out
+
+
+def _rest_c8(ctx: Context, url: str, num: int) -> tuple[list[dict[str, Any]], list[float]]:
+    """Runs at concurrency 8 and the server's CPU seconds per request of each."""
+    runs, server_cpu_s = [], []
+    for _ in range(1 if ctx.quick else 2):
+        cpu0 = time.process_time()  # the server runs in this process, the clients do not
+        runs.append(_post_sample_latencies(url, "evae", 8, ctx.steps(400, 48), num))
+        server_cpu_s.append((time.process_time() - cpu0) / runs[-1]["requests"])
+    return runs, server_cpu_s
+
+
+def _rest_breakdown(sample_sig, num: int, calls: int) -> dict[str, Any]:
+    """Where the REST time goes: the server's JSON answer (TF Serving's format: every float of
+    `images` and `z` as text, PNGs as base64) and the client's parsing of it."""
+    import tensorflow as tf
+
     from serving import rest
 
     outputs = {k: v.numpy() for k, v in sample_sig(num_samples=tf.constant(num, tf.int32),
@@ -757,42 +768,73 @@ def fig_serving(ctx: Context) -> dict[str, Any]:
     body = rest.format_predict_response(outputs, rest.COLUMNAR)
     format_s = [_timed_py(lambda: rest.format_predict_response(outputs, rest.COLUMNAR)) for _ in range(calls)]
     parse_s = [_timed_py(lambda: json.loads(body)) for _ in range(calls)]
-    out["rest_breakdown"] = {
+    return {
         "response_bytes": len(body.encode()),
         "server_json_format_ms": _ms(summary(format_s)),
         "client_json_parse_ms": _ms(summary(parse_s)),
         "note": "both run in Python under the GIL: at concurrency 8 they serialise",
     }
-    out.update({
-        "in_process_decode_ms": _ms(summary(decode)),
-        "in_process_sample_ms": _ms(summary(inproc)),
+
+
+def _cpu_per_request(c8_runs: list[dict[str, Any]], server_cpu_s: list[float]) -> dict[str, Any]:
+    client_cpu_s = [r["cpu_s"] / r["requests"] for r in c8_runs]
+    cores = os.cpu_count() or 1
+    cpu_per_request = float(np.median(server_cpu_s)) + float(np.median(client_cpu_s))
+    return {
+        "server_ms": _ms(summary(server_cpu_s)),
+        "client_ms": _ms(summary(client_cpu_s)),
+        "cores": cores,
+        "throughput_bound_requests_per_s": cores / cpu_per_request,
+        "p50_bound_ms": 8 * cpu_per_request / cores * 1000.0,
+        "note": "CPU seconds per request of the server (TF, werkzeug, JSON) and of the load "
+                "generator (requests, JSON parsing), which share this machine's cores: with "
+                "8 requests in flight and every core busy, a request waits ~8 x CPU / cores",
+    }
+
+
+def _latency_block(runs: list[dict[str, Any]], num: int) -> dict[str, Any]:
+    latencies = [x for run in runs for x in run["latencies_s"]]
+    return {"latency_ms": {k: v * 1000 for k, v in percentiles(latencies).items()},
+            "p50_ms_per_run": [float(np.median(r["latencies_s"])) * 1000 for r in runs],
+            "p99_ms_per_run": [float(np.percentile(r["latencies_s"], 99)) * 1000 for r in runs],
+            "requests_per_s": summary([r["requests"] / r["wall_s"] for r in runs]),
+            "images_per_s": summary([num * r["requests"] / r["wall_s"] for r in runs]),
+            "requests": len(latencies)}
+
+
+def fig_serving(ctx: Context) -> dict[str, Any]:
+    """Export, in-process decode, and REST ``sample`` latency / throughput of the local server."""
+    import tensorflow as tf
+
+    from serving.model_config import ModelConfig
+    from serving.server import ModelServer
+
+    num = 16
+    model, base, export_s = _export_for_serving(ctx)
+    sample_sig = tf.saved_model.load(str(base / "1")).signatures["sample"]
+    sample, decode = _in_process_timers(model, sample_sig, num)
+    with ModelServer([ModelConfig("evae", str(base))], port=0, poll_wait_seconds=0) as server:
+        _post_sample_latencies(server.url, "evae", 1, 5, num)  # warm-up (and connection check)
+        c1 = _rest_c1_vs_in_process(ctx, server.url, sample, decode, num)
+        c8_runs, server_cpu_s = _rest_c8(ctx, server.url, num)
+    c1_all = c1["c1_all"]
+    return {
+        "images_per_request": num, "export_s": export_s,
+        "rest_breakdown": _rest_breakdown(sample_sig, num, ctx.steps(30, 8)),
+        "in_process_decode_ms": _ms(summary(c1["decode"])),
+        "in_process_sample_ms": _ms(summary(c1["in_process"])),
         "rest_c1": {"latency_ms": {k: v * 1000 for k, v in percentiles(c1_all).items()},
-                    "p50_ms_per_block": _ms(summary(c1_p50)),
+                    "p50_ms_per_block": _ms(summary(c1["c1_p50"])),
                     "requests_per_s": 1.0 / float(np.median(c1_all)), "requests": len(c1_all)},
-        "rest_c8": {"latency_ms": {k: v * 1000 for k, v in percentiles(c8_lat).items()},
-                    "p50_ms_per_run": [float(np.median(r["latencies_s"])) * 1000 for r in c8_runs],
-                    "p99_ms_per_run": [float(np.percentile(r["latencies_s"], 99)) * 1000 for r in c8_runs],
-                    "requests_per_s": summary([r["requests"] / r["wall_s"] for r in c8_runs]),
-                    "images_per_s": summary([num * r["requests"] / r["wall_s"] for r in c8_runs]),
-                    "requests": len(c8_lat)},
-        "cpu_per_request_c8": {
-            "server_ms": _ms(summary(server_cpu_s)),
-            "client_ms": _ms(summary(client_cpu_s)),
-            "cores": cores,
-            "throughput_bound_requests_per_s": cores / cpu_per_request,
-            "p50_bound_ms": 8 * cpu_per_request / cores * 1000.0,
-            "note": "CPU seconds per request of the server (TF, werkzeug, JSON) and of the load "
-                    "generator (requests, JSON parsing), which share this machine's cores: with "
-                    "8 requests in flight and every core busy, a request waits ~8 x CPU / cores",
-        },
-        "rest_over_in_process": paired_ratio(c1_p50, inproc),
+        "rest_c8": _latency_block(c8_runs, num),
+        "cpu_per_request_c8": _cpu_per_request(c8_runs, server_cpu_s),
+        "rest_over_in_process": paired_ratio(c1["c1_p50"], c1["in_process"]),
         "method": "EVAE decoder exported with export.saved_model.export_decoder; in-process = the "
                   "loaded SavedModel's `sample` signature (16 images, PNG encoding included); "
                   "REST = serving.server.ModelServer in this process, load generated by "
                   "bench.loadgen in a separate process (requests, thread pool); overhead = "
                   "per-block REST p50 / in-process median, interleaved",
-    })
-    return out
+    }
 
 
 def rows_serving(r: dict[str, Any]) -> Rows:
@@ -936,28 +978,8 @@ def fig_epoch(ctx: Context) -> dict[str, Any]:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def epoch_measurement(ctx: Context) -> dict[str, Any]:
-    """A real ``evae_tf.training.train`` run on Fashion-MNIST, and the projected 50-epoch time."""
-    import keras
-
-    from evae_tf import training
-
-    _find_data(ctx)
-    full = not ctx.quick
-    steps = None if full else 20
-    val_steps = None if full else 5
-    epochs = 3 if full else 2
-    workdir = ctx.workdir / "epoch-run"
-    if workdir.exists():
-        shutil.rmtree(workdir)
-    config = train_config("evae", epochs=epochs, steps_per_epoch=steps, validation_steps=val_steps,
-                          workdir=str(workdir))
-    timer = EpochTimer()
-    start = time.perf_counter()
-    with _CallbackTimes() as callback_times:
-        result = training.train(config, verbose=0, callbacks=[timer])
-    total_s = time.perf_counter() - start
-    keras.mixed_precision.set_global_policy("float32")
+def _epoch_phases(timer, callback_times) -> list[dict[str, Any]]:
+    """The phases of every epoch ``timer`` recorded, with the callbacks' share of its end."""
     per_epoch = []
     for e in timer.epochs:
         batches = e["train_batches"]
@@ -977,17 +999,46 @@ def epoch_measurement(ctx: Context) -> dict[str, Any]:
     for i, e in enumerate(per_epoch):  # epoch-end time the library callbacks do not account for
         attributed = sum(v[i] for v in callback_times.times.values() if i < len(v))
         e["epoch_end_unattributed_s"] = e["epoch_end_callbacks_s"] - attributed
-    steady = per_epoch[1:]  # the first epoch also traces the step functions
+    return per_epoch
+
+
+def _full_epoch_times(steady: list[dict[str, Any]], full: bool, epochs: int,
+                      steps: int | None, val_steps: int | None) -> tuple[list[float], str]:
+    """Seconds of a full epoch (600 steps + 100 validation batches), measured or projected."""
     n_train, n_val = 600, 100
     if full:
-        epoch_times = [e["epoch_s"] for e in steady]
-        how = f"measured: median of full epochs 2..{epochs} (600 steps + 100 validation batches)"
-    else:
-        epoch_times = [n_train * e["fit_step_ms"]["median"] / 1000.0
-                       + e["validation_s"] / max(1, val_steps) * n_val + e["epoch_end_callbacks_s"]
-                       for e in steady]
-        how = (f"projected: {steps} steps and {val_steps} validation batches of epoch 2 "
-               "scaled to 600 + 100")
+        return ([e["epoch_s"] for e in steady],
+                f"measured: median of full epochs 2..{epochs} (600 steps + 100 validation batches)")
+    times = [n_train * e["fit_step_ms"]["median"] / 1000.0
+             + e["validation_s"] / max(1, val_steps) * n_val + e["epoch_end_callbacks_s"]
+             for e in steady]
+    return times, (f"projected: {steps} steps and {val_steps} validation batches of epoch 2 "
+                   "scaled to 600 + 100")
+
+
+def epoch_measurement(ctx: Context) -> dict[str, Any]:
+    """A real ``evae_tf.training.train`` run on Fashion-MNIST, and the projected 50-epoch time."""
+    import keras
+
+    from evae_tf import training
+
+    _find_data(ctx)
+    full = not ctx.quick
+    steps, val_steps, epochs = (None, None, 3) if full else (20, 5, 2)
+    workdir = ctx.workdir / "epoch-run"
+    if workdir.exists():
+        shutil.rmtree(workdir)
+    config = train_config("evae", epochs=epochs, steps_per_epoch=steps, validation_steps=val_steps,
+                          workdir=str(workdir))
+    timer = EpochTimer()
+    start = time.perf_counter()
+    with _CallbackTimes() as callback_times:
+        result = training.train(config, verbose=0, callbacks=[timer])
+    total_s = time.perf_counter() - start
+    keras.mixed_precision.set_global_policy("float32")
+    per_epoch = _epoch_phases(timer, callback_times)
+    steady = per_epoch[1:]  # the first epoch also traces the step functions
+    epoch_times, how = _full_epoch_times(steady, full, epochs, steps, val_steps)
     epoch_s = float(np.median(epoch_times))
     fit_steps = [e["fit_step_ms"]["median"] for e in steady if e["fit_step_ms"]]
     # The same model's bare compiled step right after the run: what fit adds per step
@@ -996,19 +1047,13 @@ def epoch_measurement(ctx: Context) -> dict[str, Any]:
     bare = summary([stepper.run(ctx.steps(10, 3)) * 1000.0 for _ in range(ctx.repeats)])
     startup_s = timer.train_begin - start
     first_extra_s = max(0.0, per_epoch[0]["epoch_s"] - epoch_s) if full else 0.0
-    projected_50 = startup_s + first_extra_s + 50 * epoch_s
     return {
-        "status": result.status,
-        "epochs": per_epoch,
-        "startup_s": startup_s,
-        "total_s": total_s,
-        "full_epoch_s": epoch_s,
-        "full_epoch_s_per_epoch": epoch_times,
-        "full_epoch_how": how,
+        "status": result.status, "epochs": per_epoch, "startup_s": startup_s, "total_s": total_s,
+        "full_epoch_s": epoch_s, "full_epoch_s_per_epoch": epoch_times, "full_epoch_how": how,
         "epoch_end_callback_ms": {name: _ms(summary(v)) for name, v in callback_times.times.items()},
         "bare_step_ms_after_run": bare,
         "fit_step_over_bare_step": (float(np.median(fit_steps)) / bare["median"]) if fit_steps else None,
-        "projected_50_epochs_min": projected_50 / 60.0,
+        "projected_50_epochs_min": (startup_s + first_extra_s + 50 * epoch_s) / 60.0,
         "method": "evae_tf.training.train (fit with checkpoints, TensorBoard, Monitor, NaN guard), "
                   "float32 EVAE, d_z 64, batch 100; 50 epochs = startup + first-epoch extra "
                   "(tracing) + 50 x median steady epoch",

@@ -269,3 +269,18 @@ def test_bimodal_thread_sampling_sees_this_process():
     assert str(os.getpid()) in threads and all(cpu >= 0 for _, cpu in threads.values())
     busy, total = bimodal.machine_busy()
     assert 0 <= busy <= total
+
+
+def test_no_bench_function_is_over_60_lines():
+    import ast
+
+    long = []
+    for path in sorted((ROOT / "bench").glob("*.py")):
+        if path.name in ("load_test.py", "loadgen.py"):  # the serving tools, tested with serving
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                lines = node.end_lineno - node.lineno + 1
+                if lines > 60:
+                    long.append(f"{path.name}:{node.name} ({lines} lines)")
+    assert not long, long
