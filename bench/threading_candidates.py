@@ -36,6 +36,12 @@ CANDIDATES: dict[str, Candidate] = {c.name: c for c in (
               note="OpenMP limited to one thread (oneDNN in TF uses TF's own pool)"),
     Candidate("onednn_off", {"TF_ENABLE_ONEDNN_OPTS": "0"},
               note="Eigen kernels instead of oneDNN (the reference for the speed-up)"),
+    # oneDNN's kernels as on an AVX2-only CPU (issue 12's machine) on a CPU with AVX-512:
+    # ONEDNN_MAX_CPU_ISA caps the instruction set oneDNN's JIT uses (read once, at start).
+    Candidate("isa_avx2", {"ONEDNN_MAX_CPU_ISA": "AVX2"},
+              note="oneDNN limited to AVX2 kernels: emulates an AVX2-only machine"),
+    Candidate("isa_avx2_inter_op_1", {"ONEDNN_MAX_CPU_ISA": "AVX2"}, inter_op=1,
+              note="the AVX2 emulation with one inter-op thread"),
 )}
 
 
