@@ -159,6 +159,13 @@ def process_median(result: dict[str, Any]) -> float:
     return float(np.median([c["images_per_s"] for c in result["chunks"]]))
 
 
+def _per_cpu_s(chunk: dict[str, Any]) -> float | None:
+    if chunk.get("images_per_cpu_s") is not None:
+        return chunk["images_per_cpu_s"]
+    cores = chunk.get("process_cores")  # records written before the field existed
+    return chunk["images_per_s"] / cores if cores else None
+
+
 def _key(result: dict[str, Any]) -> str:
     return f"{result['candidate']}@{result.get('loop', 'step')}"
 
@@ -182,13 +189,30 @@ def summarise(results: list[dict[str, Any]], contended_cores: float = 0.25) -> d
             "chunks_contended": len(chunks) - len(quiet),
             "quiet_chunk_images_per_s": summary([c["images_per_s"] for c in quiet]),
             "process_cores": summary([c["process_cores"] for c in chunks]),
-            "images_per_cpu_s": summary([c["images_per_cpu_s"] for c in chunks
-                                         if c["images_per_cpu_s"] is not None]),
+            "images_per_cpu_s": summary([x for x in map(_per_cpu_s, chunks) if x is not None]),
             "busiest_thread_share": summary([c["busiest_thread_share"] for c in chunks
                                              if c["busiest_thread_share"] is not None]),
             "others_cores": summary([c["others_cores"] for c in chunks]),
         }
     return out
+
+
+def markdown(summary_: dict[str, Any]) -> str:
+    """The summary as a Markdown table (min / median / max)."""
+
+    def mmm(s: dict[str, Any], fmt: str = "{:.0f}") -> str:
+        return " / ".join(fmt.format(s[k]) for k in ("min", "median", "max")) if s.get("n") else "-"
+
+    lines = ["| setting | processes | process medians img/s | chunks img/s | img per CPU-second | "
+             "cores the process got | others' cores | busiest thread's share | chunks contended |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for name, s in summary_.items():
+        lines.append(
+            f"| `{name}` | {s['processes']} | {mmm(s['process_median_images_per_s'])} | "
+            f"{mmm(s['chunk_images_per_s'])} | {mmm(s['images_per_cpu_s'])} | "
+            f"{mmm(s['process_cores'], '{:.2f}')} | {mmm(s['others_cores'], '{:.2f}')} | "
+            f"{mmm(s['busiest_thread_share'], '{:.2f}')} | {s['chunks_contended']} of {s['chunks']} |")
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -203,7 +227,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--chunk-steps", type=int, default=10)
     p.add_argument("--kind", default="evae")
     p.add_argument("--out", type=Path, default=None, help="JSON file for every process's record")
+    p.add_argument("--report", type=Path, metavar="JSON", help="print the table of an --out file")
     args = p.parse_args(argv)
+    if args.report:
+        results = json.loads(args.report.read_text())["results"]
+        print(markdown(summarise(results)))
+        return 0
     if args.child:
         print(json.dumps(child(args.child, args.loop, args.chunks, args.chunk_steps, args.kind)))
         return 0
