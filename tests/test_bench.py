@@ -260,6 +260,8 @@ def test_bimodal_summary_counts_contended_chunks():
     assert (s["processes"], s["errors"], s["chunks"], s["chunks_contended"]) == (2, 1, 3, 1)
     assert s["process_median_images_per_s"]["median"] == 700.0
     assert s["quiet_chunk_images_per_s"]["max"] == 700.0
+    table = bimodal.markdown(bimodal.summarise(results))
+    assert "| `default@step` | 2 | 700 / 700 / 700 | 500 / 700 / 900 |" in table and "1 of 3 |" in table
 
 
 def test_bimodal_thread_sampling_sees_this_process():
