@@ -255,14 +255,9 @@ def _gemm_blocks(products: list[dict[str, Any]], calls: int) -> tuple[Callable[[
     return all_block, each
 
 
-def fig_flops(ctx: Context) -> dict[str, Any]:
-    """FLOPs of a training step, the achieved GFLOP/s and the in-run matmul peak."""
+def _profiled_flops(model) -> dict[str, Any]:
+    """TF's own FLOP statistics of the forward pass and the training step (a cross-check)."""
     import tensorflow as tf
-
-    stepper = library_stepper(ctx, "evae")
-    model = stepper.model
-    counted = flops_lib.train_step_flops(model, BATCH)
-    step_flops = counted["train_step_exact"]
 
     profiled: dict[str, Any] = {}
     try:
@@ -272,15 +267,27 @@ def fig_flops(ctx: Context) -> dict[str, Any]:
         profiled["train_step"] = flops_lib.profiler_flops(tf.function(model.train_step).get_concrete_function(spec))
     except Exception as e:  # the cross-check is optional
         profiled["error"] = f"{type(e).__name__}: {e}"
+    return profiled
+
+
+def fig_flops(ctx: Context) -> dict[str, Any]:
+    """FLOPs of a training step, the achieved GFLOP/s and the in-run matmul peak."""
+    stepper = library_stepper(ctx, "evae")
+    model = stepper.model
+    counted = flops_lib.train_step_flops(model, BATCH)
+    step_flops = counted["train_step_exact"]
+
+    profiled = _profiled_flops(model)
 
     n = 2048
     matmul_flops = 2 * n**3
     steps = ctx.steps(10, 3)
     products = flops_lib.train_step_gemms(model, BATCH)
     gemm_all, gemm_each = _gemm_blocks(products, 2 if ctx.quick else 5)
+    cpu: dict[str, list[float]] = {}
     times = interleave({"matmul": _matmul_block(n, 2 if ctx.quick else 5),
                         "train_step": lambda: stepper.run(steps),
-                        "gemms_only": gemm_all}, ctx.repeats)
+                        "gemms_only": gemm_all}, ctx.repeats, cpu=cpu)
     peak = inverted(summary(times["matmul"]), matmul_flops / 1e9)
     achieved = inverted(summary(times["train_step"]), step_flops / 1e9)
     fraction = summary([(step_flops / t) / (matmul_flops / m)
@@ -299,6 +306,8 @@ def fig_flops(ctx: Context) -> dict[str, Any]:
         "train_step_ms": _ms(summary(times["train_step"])),
         "train_gflops": achieved,
         "fraction_of_matmul_peak": fraction,
+        "fraction_of_matmul_peak_per_cpu_s": summary(
+            [(step_flops / t) / (matmul_flops / m) for t, m in zip(cpu["train_step"], cpu["matmul"], strict=True)]),
         "gemm_bound": {
             "products": len(products),
             "step_ms": _ms(summary(times["gemms_only"])),
@@ -328,6 +337,8 @@ def rows_flops(r: dict[str, Any]) -> Rows:
     rows.add("achieved training", r["train_gflops"], "GFLOP/s")
     rows.add(f"matmul {r['matmul_n']}^2 float32 peak", r["matmul_gflops"], "GFLOP/s")
     rows.add("achieved / matmul peak", r["fraction_of_matmul_peak"], "fraction")
+    if "fraction_of_matmul_peak_per_cpu_s" in r:
+        rows.add("the same per CPU-second (robust to load)", r["fraction_of_matmul_peak_per_cpu_s"], "fraction")
     if "gemm_bound" in r:
         g = r["gemm_bound"]
         rows.add(f"the step's {g['products']} matrix products alone", g["step_ms"], "ms")
@@ -376,15 +387,23 @@ def fig_torch(ctx: Context) -> dict[str, Any]:
         raise Skip(reason)
     step_flops = flops_lib.train_step_flops(library_stepper(ctx, "evae").model, BATCH)["train_step_exact"]
     vae_flops = flops_lib.train_step_flops(library_stepper(ctx, "vae").model, BATCH)["train_step_exact"]
-    times = interleave(_torch_blocks(ctx, ctx.steps(10, 3)), ctx.repeats)
+    cpu: dict[str, list[float]] = {}
+    times = interleave(_torch_blocks(ctx, ctx.steps(10, 3)), ctx.repeats, cpu=cpu)
     t = {k: np.asarray(v) for k, v in times.items()}
+    c = {k: np.asarray(v) for k, v in cpu.items()}
     peak = 2 * 2048**3 / t["matmul"]
     best_torch = np.minimum(t["torch_evae"], t["torch_evae_1_thread"])
     return {
         "torch": torch_ref.runtime(),
         "images_per_s": {k: inverted(summary(v), BATCH) for k, v in times.items() if k != "matmul"},
+        "images_per_cpu_s": {k: inverted(summary(v), BATCH) for k, v in cpu.items() if k != "matmul"},
         "tf_over_torch": summary(t["torch_evae"] / t["tf_evae"]),
         "tf_over_torch_best_threads": summary(best_torch / t["tf_evae"]),
+        "tf_over_torch_per_cpu_s": {"default_threads": summary(c["torch_evae"] / c["tf_evae"]),
+                                    "1_thread": summary(c["torch_evae_1_thread"] / c["tf_evae"])},
+        "fraction_of_matmul_peak_per_cpu_s": {
+            "tf": summary((step_flops / c["tf_evae"]) / (2 * 2048**3 / c["matmul"])),
+            "torch": summary((step_flops / c["torch_evae"]) / (2 * 2048**3 / c["matmul"]))},
         "evae_over_vae": {"tf": paired_ratio(times["tf_evae"], times["tf_vae"]),
                           "torch": paired_ratio(times["torch_evae"], times["torch_vae"])},
         "matmul_gflops": summary(peak / 1e9),
@@ -396,7 +415,9 @@ def fig_torch(ctx: Context) -> dict[str, Any]:
                   "library's compiled train_function vs bench.torch_ref (same layers, loss, "
                   "Adam) at PyTorch's default threads and at 1 thread, and a 2048^2 TF matmul, "
                   "interleaved in this process; ratios per repeat. tf_over_torch = TF "
-                  "throughput / PyTorch throughput (issue 12's goal: >= 1.25 in every repeat)",
+                  "throughput / PyTorch throughput (issue 12's goal: >= 1.25 in every repeat). "
+                  "*_per_cpu_s: the same per CPU-second the process used (all threads), "
+                  "which a loaded machine distorts much less than wall time",
     }
 
 
@@ -409,6 +430,16 @@ def rows_torch(r: dict[str, Any]) -> Rows:
     rows.add(f"TF / PyTorch throughput, EVAE (PyTorch {threads} threads)", r["tf_over_torch"], "x")
     rows.add("TF / PyTorch throughput, EVAE (PyTorch's better of default, 1 thread)",
              r["tf_over_torch_best_threads"], "x")
+    if "tf_over_torch_per_cpu_s" in r:
+        for key, s in r["images_per_cpu_s"].items():
+            rows.add(f"{key.replace('_', ' ')} per CPU-second", s, "img/CPU-s")
+        per_cpu = r["tf_over_torch_per_cpu_s"]
+        rows.add(f"TF / PyTorch per CPU-second, EVAE (PyTorch {threads} threads)",
+                 per_cpu["default_threads"], "x")
+        rows.add("TF / PyTorch per CPU-second, EVAE (PyTorch 1 thread)", per_cpu["1_thread"], "x")
+        frac = r["fraction_of_matmul_peak_per_cpu_s"]
+        rows.add("TF EVAE / matmul, GFLOP per CPU-second", frac["tf"], "fraction")
+        rows.add("PyTorch EVAE / matmul, GFLOP per CPU-second", frac["torch"], "fraction")
     rows.add("EVAE step / VAE step, TF", r["evae_over_vae"]["tf"], "x")
     rows.add("EVAE step / VAE step, PyTorch", r["evae_over_vae"]["torch"], "x")
     rows.add("matmul 2048^2 float32 peak (TF)", r["matmul_gflops"], "GFLOP/s")

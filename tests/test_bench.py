@@ -98,6 +98,27 @@ def test_timing_helpers():
     assert out == {"a": [1.0, 1.0, 1.0], "b": [2.0, 2.0, 2.0]}
 
 
+def test_interleave_records_cpu_seconds_per_unit(monkeypatch):
+    import types
+
+    clock = {"wall": 0.0, "cpu": 0.0}
+    fake = types.SimpleNamespace(perf_counter=lambda: clock["wall"], process_time=lambda: clock["cpu"])
+    monkeypatch.setattr(timing, "time", fake)
+
+    def block(wall, cpu, value):
+        def run():
+            clock["wall"] += wall
+            clock["cpu"] += cpu
+            return value
+        return run
+
+    cpu: dict[str, list[float]] = {}
+    out = timing.interleave({"busy": block(2.0, 4.0, 0.5),  # two threads busy: 2 CPU-s per wall-s
+                             "idle": block(1.0, 0.25, 0.1)}, repeats=2, cpu=cpu)
+    assert out == {"busy": [0.5, 0.5], "idle": [0.1, 0.1]}
+    assert cpu == {"busy": [1.0, 1.0], "idle": [0.025, 0.025]}
+
+
 def test_targets_and_table_report_errors_and_skips():
     figures = {
         "train": {"default": {"evae_over_vae": {"median": 1.02}}},
@@ -112,7 +133,12 @@ def test_targets_and_table_report_errors_and_skips():
                               "targets": targets})
     assert "skipped" in table and "no Fashion-MNIST data" in table
     assert "RuntimeError: boom" in table
-    assert "MET     EVAE step / VAE step" in table
+    assert "MET     EVAE step / VAE step" in table and "under load" not in table
+    figures["train"]["load_average"] = {"before": [99.0, 1, 1], "after": [0.5, 1, 1]}
+    loaded = run.evaluate_targets(figures)
+    assert loaded[0]["met"] is True and loaded[0]["loaded"] is True
+    assert "[measured under load: not a verdict for this CPU]" in run.format_table(
+        {"figures": {}, "targets": loaded})
 
 
 @pytest.mark.parametrize("name", ["train", "flops", "torch", "sampler", "pipeline", "teardown", "serving", "epoch",
