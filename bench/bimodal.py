@@ -230,8 +230,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--report", type=Path, metavar="JSON", help="print the table of an --out file")
     args = p.parse_args(argv)
     if args.report:
-        results = json.loads(args.report.read_text())["results"]
-        print(markdown(summarise(results)))
+        data = json.loads(args.report.read_text())
+        for name, run in data.get("runs", {"": data}).items():  # one --out file, or several runs
+            print(f"{name}:\n" if name else "", markdown(summarise(run["results"])), sep="")
         return 0
     if args.child:
         print(json.dumps(child(args.child, args.loop, args.chunks, args.chunk_steps, args.kind)))
