@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from bench import flops as flops_lib
+from bench.table import Rows, num
 from bench.timing import interleave, inverted, paired_ratio, percentiles, scaled, summary
 
 BATCH = 100
@@ -180,6 +181,16 @@ def fig_train(ctx: Context) -> dict[str, Any]:
     }
 
 
+def rows_train(r: dict[str, Any]) -> Rows:
+    rows = Rows()
+    for c in r["configs"]:
+        rows.add(f"{c['name']} step", c["step_ms"], "ms")
+        rows.add(f"{c['name']} throughput", c["images_per_s"], "img/s")
+    for key, s in r["ratios"].items():
+        rows.add(key, s, "x")
+    return rows
+
+
 # --------------------------------------------------------------------------- 2. FLOPs
 
 
@@ -244,14 +255,9 @@ def _gemm_blocks(products: list[dict[str, Any]], calls: int) -> tuple[Callable[[
     return all_block, each
 
 
-def fig_flops(ctx: Context) -> dict[str, Any]:
-    """FLOPs of a training step, the achieved GFLOP/s and the in-run matmul peak."""
+def _profiled_flops(model) -> dict[str, Any]:
+    """TF's own FLOP statistics of the forward pass and the training step (a cross-check)."""
     import tensorflow as tf
-
-    stepper = library_stepper(ctx, "evae")
-    model = stepper.model
-    counted = flops_lib.train_step_flops(model, BATCH)
-    step_flops = counted["train_step_exact"]
 
     profiled: dict[str, Any] = {}
     try:
@@ -261,15 +267,27 @@ def fig_flops(ctx: Context) -> dict[str, Any]:
         profiled["train_step"] = flops_lib.profiler_flops(tf.function(model.train_step).get_concrete_function(spec))
     except Exception as e:  # the cross-check is optional
         profiled["error"] = f"{type(e).__name__}: {e}"
+    return profiled
+
+
+def fig_flops(ctx: Context) -> dict[str, Any]:
+    """FLOPs of a training step, the achieved GFLOP/s and the in-run matmul peak."""
+    stepper = library_stepper(ctx, "evae")
+    model = stepper.model
+    counted = flops_lib.train_step_flops(model, BATCH)
+    step_flops = counted["train_step_exact"]
+
+    profiled = _profiled_flops(model)
 
     n = 2048
     matmul_flops = 2 * n**3
     steps = ctx.steps(10, 3)
     products = flops_lib.train_step_gemms(model, BATCH)
     gemm_all, gemm_each = _gemm_blocks(products, 2 if ctx.quick else 5)
+    cpu: dict[str, list[float]] = {}
     times = interleave({"matmul": _matmul_block(n, 2 if ctx.quick else 5),
                         "train_step": lambda: stepper.run(steps),
-                        "gemms_only": gemm_all}, ctx.repeats)
+                        "gemms_only": gemm_all}, ctx.repeats, cpu=cpu)
     peak = inverted(summary(times["matmul"]), matmul_flops / 1e9)
     achieved = inverted(summary(times["train_step"]), step_flops / 1e9)
     fraction = summary([(step_flops / t) / (matmul_flops / m)
@@ -288,6 +306,8 @@ def fig_flops(ctx: Context) -> dict[str, Any]:
         "train_step_ms": _ms(summary(times["train_step"])),
         "train_gflops": achieved,
         "fraction_of_matmul_peak": fraction,
+        "fraction_of_matmul_peak_per_cpu_s": summary(
+            [(step_flops / t) / (matmul_flops / m) for t, m in zip(cpu["train_step"], cpu["matmul"], strict=True)]),
         "gemm_bound": {
             "products": len(products),
             "step_ms": _ms(summary(times["gemms_only"])),
@@ -305,16 +325,138 @@ def fig_flops(ctx: Context) -> dict[str, Any]:
     }
 
 
+def rows_flops(r: dict[str, Any]) -> Rows:
+    rows = Rows()
+    a = r["analytic"]
+    rows.add("forward FLOPs / image (analytic)", a["forward_per_image"] / 1e6, "MFLOP")
+    rows.add("train step FLOPs (analytic, exact)", a["train_step_exact"] / 1e9, "GFLOP")
+    rows.add("train step FLOPs (3 x forward)", a["train_step_rule_of_three"] / 1e9, "GFLOP")
+    if "train_step" in r["profiler"]:
+        rows.add("train step FLOPs (TF op statistics)", r["profiler"]["train_step"]["total"] / 1e9, "GFLOP")
+    rows.add("train step", r["train_step_ms"], "ms")
+    rows.add("achieved training", r["train_gflops"], "GFLOP/s")
+    rows.add(f"matmul {r['matmul_n']}^2 float32 peak", r["matmul_gflops"], "GFLOP/s")
+    rows.add("achieved / matmul peak", r["fraction_of_matmul_peak"], "fraction")
+    if "fraction_of_matmul_peak_per_cpu_s" in r:
+        rows.add("the same per CPU-second (robust to load)", r["fraction_of_matmul_peak_per_cpu_s"], "fraction")
+    if "gemm_bound" in r:
+        g = r["gemm_bound"]
+        rows.add(f"the step's {g['products']} matrix products alone", g["step_ms"], "ms")
+        rows.add("products alone / matmul peak (GEMM bound)", g["fraction_of_matmul_peak"], "fraction")
+        rows.add("train step / products alone", g["train_step_over_gemms"], "x")
+    return rows
+
+
+# --------------------------------------------------------------------------- 2b. PyTorch reference
+
+
+def _torch_blocks(ctx: Context, steps: int) -> dict[str, Callable[[], float]]:
+    """Seconds-per-step blocks of the TF and PyTorch EVAE / VAE steps and a matmul block."""
+    import torch
+
+    from bench import torch_ref
+
+    threads = torch.get_num_threads()
+    evae, vae = torch_ref.TorchStepper("evae"), torch_ref.TorchStepper("vae")
+
+    def one_thread(stepper):
+        def block() -> float:
+            torch.set_num_threads(1)
+            try:
+                return stepper.run(steps)
+            finally:
+                torch.set_num_threads(threads)
+        return block
+
+    return {
+        "tf_evae": lambda: library_stepper(ctx, "evae").run(steps),
+        "torch_evae": lambda: evae.run(steps),
+        "tf_vae": lambda: library_stepper(ctx, "vae").run(steps),
+        "torch_vae": lambda: vae.run(steps),
+        "torch_evae_1_thread": one_thread(evae),
+        "matmul": _matmul_block(2048, 2 if ctx.quick else 5),
+    }
+
+
+def fig_torch(ctx: Context) -> dict[str, Any]:
+    """The TF step against a same-network PyTorch step (bench.torch_ref), interleaved."""
+    from bench import torch_ref
+
+    reason = torch_ref.available()
+    if reason:
+        raise Skip(reason)
+    step_flops = flops_lib.train_step_flops(library_stepper(ctx, "evae").model, BATCH)["train_step_exact"]
+    vae_flops = flops_lib.train_step_flops(library_stepper(ctx, "vae").model, BATCH)["train_step_exact"]
+    cpu: dict[str, list[float]] = {}
+    times = interleave(_torch_blocks(ctx, ctx.steps(10, 3)), ctx.repeats, cpu=cpu)
+    t = {k: np.asarray(v) for k, v in times.items()}
+    c = {k: np.asarray(v) for k, v in cpu.items()}
+    peak = 2 * 2048**3 / t["matmul"]
+    best_torch = np.minimum(t["torch_evae"], t["torch_evae_1_thread"])
+    return {
+        "torch": torch_ref.runtime(),
+        "images_per_s": {k: inverted(summary(v), BATCH) for k, v in times.items() if k != "matmul"},
+        "images_per_cpu_s": {k: inverted(summary(v), BATCH) for k, v in cpu.items() if k != "matmul"},
+        "tf_over_torch": summary(t["torch_evae"] / t["tf_evae"]),
+        "tf_over_torch_best_threads": summary(best_torch / t["tf_evae"]),
+        "tf_over_torch_per_cpu_s": {"default_threads": summary(c["torch_evae"] / c["tf_evae"]),
+                                    "1_thread": summary(c["torch_evae_1_thread"] / c["tf_evae"])},
+        "fraction_of_matmul_peak_per_cpu_s": {
+            "tf": summary((step_flops / c["tf_evae"]) / (2 * 2048**3 / c["matmul"])),
+            "torch": summary((step_flops / c["torch_evae"]) / (2 * 2048**3 / c["matmul"]))},
+        "evae_over_vae": {"tf": paired_ratio(times["tf_evae"], times["tf_vae"]),
+                          "torch": paired_ratio(times["torch_evae"], times["torch_vae"])},
+        "matmul_gflops": summary(peak / 1e9),
+        "fraction_of_matmul_peak": {"tf": summary(step_flops / t["tf_evae"] / peak),
+                                    "torch": summary(step_flops / t["torch_evae"] / peak),
+                                    "tf_vae": summary(vae_flops / t["tf_vae"] / peak)},
+        "train_step_gflop": step_flops / 1e9,
+        "method": "float32 EVAE / VAE training steps, batch 100, fixed in-memory batch: the "
+                  "library's compiled train_function vs bench.torch_ref (same layers, loss, "
+                  "Adam) at PyTorch's default threads and at 1 thread, and a 2048^2 TF matmul, "
+                  "interleaved in this process; ratios per repeat. tf_over_torch = TF "
+                  "throughput / PyTorch throughput (issue 12's goal: >= 1.25 in every repeat). "
+                  "*_per_cpu_s: the same per CPU-second the process used (all threads), "
+                  "which a loaded machine distorts much less than wall time",
+    }
+
+
+def rows_torch(r: dict[str, Any]) -> Rows:
+    rows = Rows()
+    threads = r["torch"]["threads"]
+    for key, s in r["images_per_s"].items():
+        label = key.replace("_", " ").replace("torch evae", "PyTorch EVAE").replace("torch vae", "PyTorch VAE")
+        rows.add(f"{label.replace('tf ', 'TF ')} step", s, "img/s")
+    rows.add(f"TF / PyTorch throughput, EVAE (PyTorch {threads} threads)", r["tf_over_torch"], "x")
+    rows.add("TF / PyTorch throughput, EVAE (PyTorch's better of default, 1 thread)",
+             r["tf_over_torch_best_threads"], "x")
+    if "tf_over_torch_per_cpu_s" in r:
+        for key, s in r["images_per_cpu_s"].items():
+            rows.add(f"{key.replace('_', ' ')} per CPU-second", s, "img/CPU-s")
+        per_cpu = r["tf_over_torch_per_cpu_s"]
+        rows.add(f"TF / PyTorch per CPU-second, EVAE (PyTorch {threads} threads)",
+                 per_cpu["default_threads"], "x")
+        rows.add("TF / PyTorch per CPU-second, EVAE (PyTorch 1 thread)", per_cpu["1_thread"], "x")
+        frac = r["fraction_of_matmul_peak_per_cpu_s"]
+        rows.add("TF EVAE / matmul, GFLOP per CPU-second", frac["tf"], "fraction")
+        rows.add("PyTorch EVAE / matmul, GFLOP per CPU-second", frac["torch"], "fraction")
+    rows.add("EVAE step / VAE step, TF", r["evae_over_vae"]["tf"], "x")
+    rows.add("EVAE step / VAE step, PyTorch", r["evae_over_vae"]["torch"], "x")
+    rows.add("matmul 2048^2 float32 peak (TF)", r["matmul_gflops"], "GFLOP/s")
+    rows.add("TF EVAE achieved / matmul peak", r["fraction_of_matmul_peak"]["tf"], "fraction")
+    rows.add("PyTorch EVAE achieved / matmul peak", r["fraction_of_matmul_peak"]["torch"], "fraction")
+    return rows
+
+
 # --------------------------------------------------------------------------- 3. sampler
 
 
-def fig_sampler(ctx: Context) -> dict[str, Any]:
-    """Median-of-three vs inverse-cdf sampling, and the sampler's share of a training step."""
+def _sampler_methods(ctx: Context) -> dict[str, Any]:
+    """Median-of-three vs inverse-cdf draws (ns per draw) at the training and a large shape."""
     import tensorflow as tf
 
     from evae_tf.distributions import epanechnikov
     from evae_tf.distributions.epanechnikov_cdf import standard_quantile
-    from evae_tf.distributions.evae_posterior import EVAEPosterior
 
     def median3(shape, seed):
         return epanechnikov.sample_standard(shape, tf.float32, seed)
@@ -348,10 +490,16 @@ def fig_sampler(ctx: Context) -> dict[str, Any]:
             **{f"{name}_ns_per_draw": scaled(summary(times[name]), 1e9 / size) for name in fns},
             "inverse_over_median": paired_ratio(times["inverse_cdf"], times["median_of_three"]),
         }
+    return methods
 
-    # The training step's sampling: the EVAE posterior (z = b (mu + r K) + U), forward and
-    # backward, at the training shape, looped inside one graph to leave dispatch out.
-    loops = 200
+
+def _posterior_fwd_bwd(loops: int):
+    """The training step's sampling: the EVAE posterior (z = b (mu + r K) + U), forward and
+    backward, at the training shape, looped ``loops`` times inside one graph (no dispatch)."""
+    import tensorflow as tf
+
+    from evae_tf.distributions.evae_posterior import EVAEPosterior
+
     loc = tf.random.stateless_normal([BATCH, LATENT_DIM], seed=[0, 1])
     spread = tf.fill([BATCH, LATENT_DIM], 0.5)
     support = tf.fill([BATCH, LATENT_DIM], 0.1)
@@ -368,6 +516,14 @@ def fig_sampler(ctx: Context) -> dict[str, Any]:
         return tf.while_loop(lambda i, _: i < loops, body, (tf.constant(0), tf.constant(0.0)))[1]
 
     float(posterior_fwd_bwd())
+    return posterior_fwd_bwd
+
+
+def fig_sampler(ctx: Context) -> dict[str, Any]:
+    """Median-of-three vs inverse-cdf sampling, and the sampler's share of a training step."""
+    methods = _sampler_methods(ctx)
+    loops = 200
+    posterior_fwd_bwd = _posterior_fwd_bwd(loops)
     stepper = library_stepper(ctx, "evae")
     steps = ctx.steps(10, 3)
     times = interleave({"sampler": lambda: _timed(posterior_fwd_bwd) / loops,
@@ -380,6 +536,18 @@ def fig_sampler(ctx: Context) -> dict[str, Any]:
         "method": "samplers looped in a tf.while_loop inside one tf.function (no dispatch); "
                   "share = (EVAE posterior sample + its gradient, [100, 64]) / float32 EVAE step",
     }
+
+
+def rows_sampler(r: dict[str, Any]) -> Rows:
+    rows = Rows()
+    for m in r["methods"].values():
+        rows.add(f"median-of-three {m['shape']}", m["median_of_three_ns_per_draw"], "ns/draw")
+        rows.add(f"inverse-cdf {m['shape']}", m["inverse_cdf_ns_per_draw"], "ns/draw")
+        rows.add(f"inverse-cdf / median-of-three {m['shape']}", m["inverse_over_median"], "x")
+    rows.add("EVAE posterior sample + grad [100, 64]", r["posterior_sample_us"], "us")
+    rows.add("train step", r["train_step_ms"], "ms")
+    rows.add("sampling share of a train step", r["share_of_train_step"], "fraction")
+    return rows
 
 
 def _timed(fn) -> float:
@@ -464,6 +632,15 @@ def fig_pipeline(ctx: Context) -> dict[str, Any]:
     }
 
 
+def rows_pipeline(r: dict[str, Any]) -> Rows:
+    rows = Rows()
+    rows.add("input pipeline", r["pipeline_images_per_s"], "img/s")
+    rows.add("input pipeline CPU time / batch", r["pipeline_cpu_ms_per_batch"], "ms")
+    rows.add("training consumption", r["train_images_per_s"], "img/s")
+    rows.add("pipeline / consumption", r["pipeline_over_consumption"], "x")
+    return rows
+
+
 def fig_teardown(ctx: Context) -> dict[str, Any]:
     """An epoch boundary's hidden cost: destroying a used training iterator, tf.data autotune
     on (TF's default) vs off (the library's pipelines, see ``data.pipeline_options``)."""
@@ -518,6 +695,15 @@ def fig_teardown(ctx: Context) -> dict[str, Any]:
     return out
 
 
+def rows_teardown(r: dict[str, Any]) -> Rows:
+    rows = Rows()
+    for variant in ("autotune_off", "autotune_on"):
+        label = variant.replace("_", " ")
+        rows.add(f"iterator teardown after an epoch, {label}", r[variant]["teardown_s"], "s")
+        rows.add(f"iterator teardown, mean per epoch, {label}", r[variant]["teardown_mean_s"], "s")
+    return rows
+
+
 # --------------------------------------------------------------------------- 5. export and serving
 
 
@@ -531,83 +717,81 @@ def _post_sample_latencies(url: str, model: str, concurrency: int, requests_n: i
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def fig_serving(ctx: Context) -> dict[str, Any]:
-    """Export, in-process decode, and REST ``sample`` latency / throughput of the local server."""
-    import tensorflow as tf
-
+def _export_for_serving(ctx: Context):
+    """Exports an EVAE decoder; returns ``(model, export base, seconds)``."""
     from evae_tf import models
     from export.saved_model import export_decoder
-    from serving.model_config import ModelConfig
-    from serving.server import ModelServer
 
-    num = 16
     model = models.build("evae", IMAGE_SHAPE, LATENT_DIM, seed=0)
     base = ctx.workdir / "serving" / "evae"
     if base.exists():
         shutil.rmtree(base)
     start = time.perf_counter()
     export_decoder(model, base / "1")
-    export_s = time.perf_counter() - start
+    return model, base, time.perf_counter() - start
 
-    loaded = tf.saved_model.load(str(base / "1"))
-    sample_sig = loaded.signatures["sample"]
+
+def _in_process_timers(model, sample_sig, num: int):
+    """``(sample, decode)``: one call's seconds of the loaded ``sample`` signature (PNGs
+    included) and of the Keras decoder, each on ``num`` images."""
+    import tensorflow as tf
+
     z = tf.random.stateless_uniform([num, LATENT_DIM], seed=[5, 6], minval=-0.05, maxval=0.05)
     decoder_fn = tf.function(lambda z: model.decode(z))
     decoder_fn(z)
     seeds = iter(range(10**9))
 
-    def in_process_sample() -> float:
+    def sample() -> float:
         start = time.perf_counter()
-        out = sample_sig(num_samples=tf.constant(num, tf.int32),
-                         seed=tf.constant(next(seeds), tf.int64))
+        out = sample_sig(num_samples=tf.constant(num, tf.int32), seed=tf.constant(next(seeds), tf.int64))
         out["png_bytes"].numpy()
         return time.perf_counter() - start
 
-    def in_process_decode() -> float:
+    def decode() -> float:
         start = time.perf_counter()
         decoder_fn(z).numpy()
         return time.perf_counter() - start
 
     for _ in range(5):
-        in_process_sample()
-    calls = ctx.steps(30, 8)
-    requests_c1 = ctx.steps(60, 15)
-    requests_c8 = ctx.steps(400, 48)
-    out: dict[str, Any] = {"images_per_request": num, "export_s": export_s}
-    with ModelServer([ModelConfig("evae", str(base))], port=0, poll_wait_seconds=0) as server:
-        _post_sample_latencies(server.url, "evae", 1, 5, num)  # warm-up (and connection check)
-        c1_p50: list[float] = []
-        inproc: list[float] = []
-        decode: list[float] = []
-        c1_all: list[float] = []
+        sample()
+    return sample, decode
 
-        def rest_block() -> float:
-            result = _post_sample_latencies(server.url, "evae", 1, requests_c1, num)
-            c1_all.extend(result["latencies_s"])
-            c1_p50.append(float(np.median(result["latencies_s"])))
-            return c1_p50[-1]
 
-        def inproc_block() -> float:
-            samples = [in_process_sample() for _ in range(calls)]
-            inproc.append(float(np.median(samples)))
-            decode.append(float(np.median([in_process_decode() for _ in range(calls)])))
-            return inproc[-1]
+def _rest_c1_vs_in_process(ctx: Context, url: str, sample, decode, num: int) -> dict[str, list[float]]:
+    """REST at concurrency 1 interleaved with the in-process calls (per-block medians)."""
+    calls, requests_c1 = ctx.steps(30, 8), ctx.steps(60, 15)
+    out: dict[str, list[float]] = {"c1_p50": [], "c1_all": [], "in_process": [], "decode": []}
 
-        repeats = max(3, ctx.repeats // 2)
-        interleave({"in_process": inproc_block, "rest_c1": rest_block}, repeats)
-        c8_runs = []
-        server_cpu_s = []
-        for _ in range(1 if ctx.quick else 2):
-            cpu0 = time.process_time()  # the server runs in this process, the clients do not
-            c8_runs.append(_post_sample_latencies(server.url, "evae", 8, requests_c8, num))
-            server_cpu_s.append((time.process_time() - cpu0) / c8_runs[-1]["requests"])
-    c8_lat = [x for run in c8_runs for x in run["latencies_s"]]
-    client_cpu_s = [r["cpu_s"] / r["requests"] for r in c8_runs]
-    cores = os.cpu_count() or 1
-    cpu_per_request = float(np.median(server_cpu_s)) + float(np.median(client_cpu_s))
+    def rest_block() -> float:
+        result = _post_sample_latencies(url, "evae", 1, requests_c1, num)
+        out["c1_all"].extend(result["latencies_s"])
+        out["c1_p50"].append(float(np.median(result["latencies_s"])))
+        return out["c1_p50"][-1]
 
-    # Where the REST time goes: the server's JSON answer (TF Serving's format: every float of
-    # `images` and `z` as text, PNGs as base64) and the client's parsing of it.
+    def inproc_block() -> float:
+        out["in_process"].append(float(np.median([sample() for _ in range(calls)])))
+        out["decode"].append(float(np.median([decode() for _ in range(calls)])))
+        return out["in_process"][-1]
+
+    interleave({"in_process": inproc_block, "rest_c1": rest_block}, max(3, ctx.repeats // 2))
+    return out
+
+
+def _rest_c8(ctx: Context, url: str, num: int) -> tuple[list[dict[str, Any]], list[float]]:
+    """Runs at concurrency 8 and the server's CPU seconds per request of each."""
+    runs, server_cpu_s = [], []
+    for _ in range(1 if ctx.quick else 2):
+        cpu0 = time.process_time()  # the server runs in this process, the clients do not
+        runs.append(_post_sample_latencies(url, "evae", 8, ctx.steps(400, 48), num))
+        server_cpu_s.append((time.process_time() - cpu0) / runs[-1]["requests"])
+    return runs, server_cpu_s
+
+
+def _rest_breakdown(sample_sig, num: int, calls: int) -> dict[str, Any]:
+    """Where the REST time goes: the server's JSON answer (TF Serving's format: every float of
+    `images` and `z` as text, PNGs as base64) and the client's parsing of it."""
+    import tensorflow as tf
+
     from serving import rest
 
     outputs = {k: v.numpy() for k, v in sample_sig(num_samples=tf.constant(num, tf.int32),
@@ -615,42 +799,98 @@ def fig_serving(ctx: Context) -> dict[str, Any]:
     body = rest.format_predict_response(outputs, rest.COLUMNAR)
     format_s = [_timed_py(lambda: rest.format_predict_response(outputs, rest.COLUMNAR)) for _ in range(calls)]
     parse_s = [_timed_py(lambda: json.loads(body)) for _ in range(calls)]
-    out["rest_breakdown"] = {
+    return {
         "response_bytes": len(body.encode()),
         "server_json_format_ms": _ms(summary(format_s)),
         "client_json_parse_ms": _ms(summary(parse_s)),
         "note": "both run in Python under the GIL: at concurrency 8 they serialise",
     }
-    out.update({
-        "in_process_decode_ms": _ms(summary(decode)),
-        "in_process_sample_ms": _ms(summary(inproc)),
+
+
+def _cpu_per_request(c8_runs: list[dict[str, Any]], server_cpu_s: list[float]) -> dict[str, Any]:
+    client_cpu_s = [r["cpu_s"] / r["requests"] for r in c8_runs]
+    cores = os.cpu_count() or 1
+    cpu_per_request = float(np.median(server_cpu_s)) + float(np.median(client_cpu_s))
+    return {
+        "server_ms": _ms(summary(server_cpu_s)),
+        "client_ms": _ms(summary(client_cpu_s)),
+        "cores": cores,
+        "throughput_bound_requests_per_s": cores / cpu_per_request,
+        "p50_bound_ms": 8 * cpu_per_request / cores * 1000.0,
+        "note": "CPU seconds per request of the server (TF, werkzeug, JSON) and of the load "
+                "generator (requests, JSON parsing), which share this machine's cores: with "
+                "8 requests in flight and every core busy, a request waits ~8 x CPU / cores",
+    }
+
+
+def _latency_block(runs: list[dict[str, Any]], num: int) -> dict[str, Any]:
+    latencies = [x for run in runs for x in run["latencies_s"]]
+    return {"latency_ms": {k: v * 1000 for k, v in percentiles(latencies).items()},
+            "p50_ms_per_run": [float(np.median(r["latencies_s"])) * 1000 for r in runs],
+            "p99_ms_per_run": [float(np.percentile(r["latencies_s"], 99)) * 1000 for r in runs],
+            "requests_per_s": summary([r["requests"] / r["wall_s"] for r in runs]),
+            "images_per_s": summary([num * r["requests"] / r["wall_s"] for r in runs]),
+            "requests": len(latencies)}
+
+
+def fig_serving(ctx: Context) -> dict[str, Any]:
+    """Export, in-process decode, and REST ``sample`` latency / throughput of the local server."""
+    import tensorflow as tf
+
+    from serving.config import single_model_config
+    from serving.server import ModelServer
+
+    num = 16
+    model, base, export_s = _export_for_serving(ctx)
+    sample_sig = tf.saved_model.load(str(base / "1")).signatures["sample"]
+    sample, decode = _in_process_timers(model, sample_sig, num)
+    with ModelServer([single_model_config("evae", base)], port=0, poll_wait_seconds=0) as server:
+        _post_sample_latencies(server.url, "evae", 1, 5, num)  # warm-up (and connection check)
+        c1 = _rest_c1_vs_in_process(ctx, server.url, sample, decode, num)
+        c8_runs, server_cpu_s = _rest_c8(ctx, server.url, num)
+    c1_all = c1["c1_all"]
+    return {
+        "images_per_request": num, "export_s": export_s,
+        "rest_breakdown": _rest_breakdown(sample_sig, num, ctx.steps(30, 8)),
+        "in_process_decode_ms": _ms(summary(c1["decode"])),
+        "in_process_sample_ms": _ms(summary(c1["in_process"])),
         "rest_c1": {"latency_ms": {k: v * 1000 for k, v in percentiles(c1_all).items()},
-                    "p50_ms_per_block": _ms(summary(c1_p50)),
+                    "p50_ms_per_block": _ms(summary(c1["c1_p50"])),
                     "requests_per_s": 1.0 / float(np.median(c1_all)), "requests": len(c1_all)},
-        "rest_c8": {"latency_ms": {k: v * 1000 for k, v in percentiles(c8_lat).items()},
-                    "p50_ms_per_run": [float(np.median(r["latencies_s"])) * 1000 for r in c8_runs],
-                    "p99_ms_per_run": [float(np.percentile(r["latencies_s"], 99)) * 1000 for r in c8_runs],
-                    "requests_per_s": summary([r["requests"] / r["wall_s"] for r in c8_runs]),
-                    "images_per_s": summary([num * r["requests"] / r["wall_s"] for r in c8_runs]),
-                    "requests": len(c8_lat)},
-        "cpu_per_request_c8": {
-            "server_ms": _ms(summary(server_cpu_s)),
-            "client_ms": _ms(summary(client_cpu_s)),
-            "cores": cores,
-            "throughput_bound_requests_per_s": cores / cpu_per_request,
-            "p50_bound_ms": 8 * cpu_per_request / cores * 1000.0,
-            "note": "CPU seconds per request of the server (TF, werkzeug, JSON) and of the load "
-                    "generator (requests, JSON parsing), which share this machine's cores: with "
-                    "8 requests in flight and every core busy, a request waits ~8 x CPU / cores",
-        },
-        "rest_over_in_process": paired_ratio(c1_p50, inproc),
+        "rest_c8": _latency_block(c8_runs, num),
+        "cpu_per_request_c8": _cpu_per_request(c8_runs, server_cpu_s),
+        "rest_over_in_process": paired_ratio(c1["c1_p50"], c1["in_process"]),
         "method": "EVAE decoder exported with export.saved_model.export_decoder; in-process = the "
                   "loaded SavedModel's `sample` signature (16 images, PNG encoding included); "
                   "REST = serving.server.ModelServer in this process, load generated by "
                   "bench.loadgen in a separate process (requests, thread pool); overhead = "
                   "per-block REST p50 / in-process median, interleaved",
-    })
-    return out
+    }
+
+
+def rows_serving(r: dict[str, Any]) -> Rows:
+    rows = Rows()
+    rows.add("export_decoder", r["export_s"], "s")
+    rows.add("in-process decode (16, Keras decoder)", r["in_process_decode_ms"], "ms")
+    rows.add("in-process `sample` signature (16 + PNG)", r["in_process_sample_ms"], "ms")
+    for c in ("rest_c1", "rest_c8"):
+        lat = r[c]["latency_ms"]
+        rows.add(f"REST {c[-2:]} p50", lat["p50"], "ms")
+        rows.add(f"REST {c[-2:]} p99", lat["p99"], "ms")
+        rows.add(f"REST {c[-2:]} throughput", r[c]["requests_per_s"], "req/s")
+    rows.add("REST c=8 images", r["rest_c8"]["images_per_s"], "img/s")
+    rows.add("REST c=1 / in-process", r["rest_over_in_process"], "x")
+    b = r.get("rest_breakdown")
+    if b:
+        rows.add("REST response size (16 images as JSON)", b["response_bytes"] / 1024, "KiB")
+        rows.add("server: JSON answer formatting", b["server_json_format_ms"], "ms")
+        rows.add("client: JSON answer parsing", b["client_json_parse_ms"], "ms")
+    cpu = r.get("cpu_per_request_c8")
+    if cpu:
+        rows.add("c=8 server CPU per request", cpu["server_ms"], "ms")
+        rows.add("c=8 load generator CPU per request", cpu["client_ms"], "ms")
+        rows.add(f"c=8 p50 bound (8 x CPU / {cpu['cores']} cores)", cpu["p50_bound_ms"], "ms")
+    return rows
 
 
 # --------------------------------------------------------------------------- 6. full epoch
@@ -769,28 +1009,8 @@ def fig_epoch(ctx: Context) -> dict[str, Any]:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def epoch_measurement(ctx: Context) -> dict[str, Any]:
-    """A real ``evae_tf.training.train`` run on Fashion-MNIST, and the projected 50-epoch time."""
-    import keras
-
-    from evae_tf import training
-
-    _find_data(ctx)
-    full = not ctx.quick
-    steps = None if full else 20
-    val_steps = None if full else 5
-    epochs = 3 if full else 2
-    workdir = ctx.workdir / "epoch-run"
-    if workdir.exists():
-        shutil.rmtree(workdir)
-    config = train_config("evae", epochs=epochs, steps_per_epoch=steps, validation_steps=val_steps,
-                          workdir=str(workdir))
-    timer = EpochTimer()
-    start = time.perf_counter()
-    with _CallbackTimes() as callback_times:
-        result = training.train(config, verbose=0, callbacks=[timer])
-    total_s = time.perf_counter() - start
-    keras.mixed_precision.set_global_policy("float32")
+def _epoch_phases(timer, callback_times) -> list[dict[str, Any]]:
+    """The phases of every epoch ``timer`` recorded, with the callbacks' share of its end."""
     per_epoch = []
     for e in timer.epochs:
         batches = e["train_batches"]
@@ -810,17 +1030,46 @@ def epoch_measurement(ctx: Context) -> dict[str, Any]:
     for i, e in enumerate(per_epoch):  # epoch-end time the library callbacks do not account for
         attributed = sum(v[i] for v in callback_times.times.values() if i < len(v))
         e["epoch_end_unattributed_s"] = e["epoch_end_callbacks_s"] - attributed
-    steady = per_epoch[1:]  # the first epoch also traces the step functions
+    return per_epoch
+
+
+def _full_epoch_times(steady: list[dict[str, Any]], full: bool, epochs: int,
+                      steps: int | None, val_steps: int | None) -> tuple[list[float], str]:
+    """Seconds of a full epoch (600 steps + 100 validation batches), measured or projected."""
     n_train, n_val = 600, 100
     if full:
-        epoch_times = [e["epoch_s"] for e in steady]
-        how = f"measured: median of full epochs 2..{epochs} (600 steps + 100 validation batches)"
-    else:
-        epoch_times = [n_train * e["fit_step_ms"]["median"] / 1000.0
-                       + e["validation_s"] / max(1, val_steps) * n_val + e["epoch_end_callbacks_s"]
-                       for e in steady]
-        how = (f"projected: {steps} steps and {val_steps} validation batches of epoch 2 "
-               "scaled to 600 + 100")
+        return ([e["epoch_s"] for e in steady],
+                f"measured: median of full epochs 2..{epochs} (600 steps + 100 validation batches)")
+    times = [n_train * e["fit_step_ms"]["median"] / 1000.0
+             + e["validation_s"] / max(1, val_steps) * n_val + e["epoch_end_callbacks_s"]
+             for e in steady]
+    return times, (f"projected: {steps} steps and {val_steps} validation batches of epoch 2 "
+                   "scaled to 600 + 100")
+
+
+def epoch_measurement(ctx: Context) -> dict[str, Any]:
+    """A real ``evae_tf.training.train`` run on Fashion-MNIST, and the projected 50-epoch time."""
+    import keras
+
+    from evae_tf import training
+
+    _find_data(ctx)
+    full = not ctx.quick
+    steps, val_steps, epochs = (None, None, 3) if full else (20, 5, 2)
+    workdir = ctx.workdir / "epoch-run"
+    if workdir.exists():
+        shutil.rmtree(workdir)
+    config = train_config("evae", epochs=epochs, steps_per_epoch=steps, validation_steps=val_steps,
+                          workdir=str(workdir))
+    timer = EpochTimer()
+    start = time.perf_counter()
+    with _CallbackTimes() as callback_times:
+        result = training.train(config, verbose=0, callbacks=[timer])
+    total_s = time.perf_counter() - start
+    keras.mixed_precision.set_global_policy("float32")
+    per_epoch = _epoch_phases(timer, callback_times)
+    steady = per_epoch[1:]  # the first epoch also traces the step functions
+    epoch_times, how = _full_epoch_times(steady, full, epochs, steps, val_steps)
     epoch_s = float(np.median(epoch_times))
     fit_steps = [e["fit_step_ms"]["median"] for e in steady if e["fit_step_ms"]]
     # The same model's bare compiled step right after the run: what fit adds per step
@@ -829,23 +1078,42 @@ def epoch_measurement(ctx: Context) -> dict[str, Any]:
     bare = summary([stepper.run(ctx.steps(10, 3)) * 1000.0 for _ in range(ctx.repeats)])
     startup_s = timer.train_begin - start
     first_extra_s = max(0.0, per_epoch[0]["epoch_s"] - epoch_s) if full else 0.0
-    projected_50 = startup_s + first_extra_s + 50 * epoch_s
     return {
-        "status": result.status,
-        "epochs": per_epoch,
-        "startup_s": startup_s,
-        "total_s": total_s,
-        "full_epoch_s": epoch_s,
-        "full_epoch_s_per_epoch": epoch_times,
-        "full_epoch_how": how,
+        "status": result.status, "epochs": per_epoch, "startup_s": startup_s, "total_s": total_s,
+        "full_epoch_s": epoch_s, "full_epoch_s_per_epoch": epoch_times, "full_epoch_how": how,
         "epoch_end_callback_ms": {name: _ms(summary(v)) for name, v in callback_times.times.items()},
         "bare_step_ms_after_run": bare,
         "fit_step_over_bare_step": (float(np.median(fit_steps)) / bare["median"]) if fit_steps else None,
-        "projected_50_epochs_min": projected_50 / 60.0,
+        "projected_50_epochs_min": (startup_s + first_extra_s + 50 * epoch_s) / 60.0,
         "method": "evae_tf.training.train (fit with checkpoints, TensorBoard, Monitor, NaN guard), "
                   "float32 EVAE, d_z 64, batch 100; 50 epochs = startup + first-epoch extra "
                   "(tracing) + 50 x median steady epoch",
     }
+
+
+def rows_epoch(r: dict[str, Any]) -> Rows:
+    rows = Rows()
+    for i, e in enumerate(r["epochs"]):
+        rows.add(f"epoch {i + 1}: total", e["epoch_s"], "s")
+        rows.add(f"epoch {i + 1}: training ({e['train_steps']} steps)", e["train_s"], "s")
+        rows.add(f"epoch {i + 1}: validation", e["validation_s"], "s")
+        rows.add(f"epoch {i + 1}: epoch-end callbacks", e["epoch_end_callbacks_s"], "s")
+        if "epoch_end_unattributed_s" in e:
+            rows.add(f"epoch {i + 1}: ... of which outside the library callbacks",
+                     e["epoch_end_unattributed_s"], "s")
+        if "python_gc_s" in e:
+            rows.add(f"epoch {i + 1}: Python garbage collection (at epoch end)",
+                     f"{num(e['python_gc_s'])} ({num(e['python_gc_at_epoch_end_s'])})", "s")
+        if e["fit_step_ms"]:
+            rows.add(f"epoch {i + 1}: step in fit", e["fit_step_ms"], "ms")
+    for cb, t in r.get("epoch_end_callback_ms", {}).items():
+        rows.add(f"epoch end: {cb}", t, "ms")
+    rows.add("bare compiled step, same model, after the run", r["bare_step_ms_after_run"], "ms")
+    rows.add("step in fit / bare step", r["fit_step_over_bare_step"], "x")
+    rows.add("startup (data, model, callbacks)", r["startup_s"], "s")
+    rows.add(f"full epoch ({r['full_epoch_how'].split(':')[0]})", summary(r["full_epoch_s_per_epoch"]), "s")
+    rows.add("projected 50 epochs", r["projected_50_epochs_min"], "min")
+    return rows
 
 
 # --------------------------------------------------------------------------- 7. ablations
@@ -894,6 +1162,16 @@ def fig_ablations(ctx: Context) -> dict[str, Any]:
     return out
 
 
+def rows_ablations(r: dict[str, Any]) -> Rows:
+    rows = Rows()
+    for label, t in r["step_ms"].items():
+        rows.add(f"step, {label}", t, "ms")
+    for key, ratio in r.items():
+        if key.startswith("library_over_"):
+            rows.add(key.replace("_", " "), ratio, "x")
+    return rows
+
+
 # --------------------------------------------------------------------------- 8. thread settings
 
 
@@ -932,6 +1210,16 @@ def fig_threads(ctx: Context) -> dict[str, Any]:
         "method": "python -m bench.probe per configuration (float32 EVAE step, median of its "
                   "repeats), alternating processes; 0 = TensorFlow's choice (the core count)",
     }
+
+
+def rows_threads(r: dict[str, Any]) -> Rows:
+    rows = Rows()
+    for cname, c in r["configs"].items():
+        t = c["threads"]
+        rows.add(f"{cname} (inter {t['inter_op']}, intra {t['intra_op']}) step", c["step_ms"], "ms")
+        if cname != "default":
+            rows.add(f"{cname} / default", c["over_default"], "x")
+    return rows
 
 
 # --------------------------------------------------------------------------- 9. op profile
@@ -1024,15 +1312,39 @@ def fig_profile(ctx: Context) -> dict[str, Any]:
     }
 
 
-FIGURES: dict[str, Callable[[Context], dict[str, Any]]] = {
-    "train": fig_train,
-    "flops": fig_flops,
-    "sampler": fig_sampler,
-    "pipeline": fig_pipeline,
-    "teardown": fig_teardown,
-    "serving": fig_serving,
-    "epoch": fig_epoch,
-    "ablations": fig_ablations,
-    "threads": fig_threads,
-    "profile": fig_profile,
+def rows_profile(r: dict[str, Any]) -> Rows:
+    rows = Rows()
+    rows.add("wall time per step (under the profiler)", r["wall_ms_per_step"], "ms")
+    rows.add("op time per step, summed over threads", r["op_ms_per_step"], "ms")
+    for cat, c in r["categories"].items():
+        rows.add(f"share of op time: {cat}", c["share"], "fraction")
+    for layer, c in r["conv_layers"].items():
+        rows.text(f"{layer}: share of conv time / of conv FLOPs", f"{c['time_share_of_convs']:.3f}", "",
+                  f"FLOP share {c['flop_share_of_convs']:.3f}")
+    return rows
+
+
+@dataclasses.dataclass(frozen=True)
+class Figure:
+    """A figure: ``run(ctx)`` measures (a JSON-able dict), ``rows(result)`` formats it."""
+
+    run: Callable[[Context], dict[str, Any]]
+    rows: Callable[[dict[str, Any]], Rows]
+
+    def __call__(self, ctx: Context) -> dict[str, Any]:
+        return self.run(ctx)
+
+
+FIGURES: dict[str, Figure] = {
+    "train": Figure(fig_train, rows_train),
+    "flops": Figure(fig_flops, rows_flops),
+    "torch": Figure(fig_torch, rows_torch),
+    "sampler": Figure(fig_sampler, rows_sampler),
+    "pipeline": Figure(fig_pipeline, rows_pipeline),
+    "teardown": Figure(fig_teardown, rows_teardown),
+    "serving": Figure(fig_serving, rows_serving),
+    "epoch": Figure(fig_epoch, rows_epoch),
+    "ablations": Figure(fig_ablations, rows_ablations),
+    "threads": Figure(fig_threads, rows_threads),
+    "profile": Figure(fig_profile, rows_profile),
 }

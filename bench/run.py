@@ -13,6 +13,9 @@ Figures (``--only`` names):
 * ``flops``    FLOPs of a training step (analytic, cross-checked with TF's op statistics),
                achieved GFLOP/s and its fraction of a matmul peak measured in the same run,
                and the same step's matrix products alone as plain GEMMs (the GEMM bound);
+* ``torch``    the same network, loss and optimizer in PyTorch (``bench.torch_ref``, optional
+               extra ``bench``), interleaved with the TF step: TF / PyTorch throughput, EVAE ÷
+               VAE in both, each one's fraction of the matmul peak; skipped without torch;
 * ``sampler``  median-of-three vs inverse-cdf sampling, and the sampler's share of a step;
 * ``pipeline`` the input pipeline's rate (real Fashion-MNIST files) vs the step's consumption;
 * ``teardown`` what an epoch boundary costs: deleting a used training iterator with tf.data
@@ -24,6 +27,10 @@ Figures (``--only`` names):
 * ``threads``  TensorFlow thread-pool settings, each in a fresh process (step ratios);
 * ``profile``  where a step's time goes (TF profiler): op time by category and conv layer.
 
+Every report names the machine (``bench.machine``: CPU, cores, ISA flags, oneDNN state, TF
+version, load average) and the load average around each figure. oneDNN is on unless
+``TF_ENABLE_ONEDNN_OPTS`` was set by the user.
+
 Each figure is a median over repeats with its spread (quartiles and range); comparisons are
 ratios of measurements interleaved in one run. The table goes to stdout, the full results
 (JSON, written atomically) to ``--out``. The exit status is 1 when a figure failed with an
@@ -32,17 +39,23 @@ error (a missed target is not an error).
 
 from __future__ import annotations
 
-import argparse
-import datetime
 import os
-import platform
-import subprocess
-import sys
-import time
-import traceback
-from collections.abc import Callable, Sequence
-from pathlib import Path
-from typing import Any
+
+# oneDNN on unless the user chose (TensorFlow reads the variable once, at its first import;
+# evae_tf.runtime does the same for the product's entry points). Nothing above imports TF.
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
+
+import argparse  # noqa: E402 - after the variable, as every import that follows
+import datetime  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+import traceback  # noqa: E402
+from collections.abc import Callable, Sequence  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+from bench.table import num  # noqa: E402 - no TensorFlow import
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results.json"
 
@@ -53,6 +66,10 @@ DEFAULT_OUT = Path(__file__).resolve().parent / "results.json"
 TARGETS: list[tuple[str, str, Callable[[dict], float], str, float, str]] = [
     ("train", "EVAE step / VAE step (library default)",
      lambda r: r["default"]["evae_over_vae"]["median"], "<=", 1.05, "x"),
+    # against PyTorch's better thread setting in each repeat: on a loaded machine its default
+    # OpenMP threads can be many times slower, which would flatter TF
+    ("torch", "TF / PyTorch throughput, EVAE, worst repeat",
+     lambda r: r["tf_over_torch_best_threads"]["min"], ">=", 1.25, "x"),
     ("sampler", "sampling share of a training step",
      lambda r: r["share_of_train_step"]["median"], "<=", 0.02, "fraction"),
     ("pipeline", "input pipeline rate / step consumption",
@@ -70,7 +87,17 @@ TARGETS: list[tuple[str, str, Callable[[dict], float], str, float, str]] = [
 ]
 
 
+def loaded(result: dict[str, Any] | None, cores: int | None = None) -> bool:
+    """Whether other work shared the machine during a figure: a 1-minute load average above
+    the core count before or after it (the figure itself keeps at most the cores busy)."""
+    load = (result or {}).get("load_average") or {}
+    cores = cores or os.cpu_count() or 1
+    return any(v and v[0] > cores for v in (load.get("before"), load.get("after")))
+
+
 def evaluate_targets(figures: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each target's value and verdict; ``loaded``: measured while other work used the machine,
+    so the verdict (of a ratio, and more so of an absolute time) is not one for this CPU."""
     out = []
     for figure, label, getter, op, limit, unit in TARGETS:
         result = figures.get(figure)
@@ -85,6 +112,7 @@ def evaluate_targets(figures: dict[str, dict[str, Any]]) -> list[dict[str, Any]]
                 value = None
             row["value"] = value
             row["met"] = None if value is None else (value <= limit if op == "<=" else value >= limit)
+            row["loaded"] = loaded(result)
         out.append(row)
     return out
 
@@ -92,149 +120,29 @@ def evaluate_targets(figures: dict[str, dict[str, Any]]) -> list[dict[str, Any]]
 # --------------------------------------------------------------------------- table
 
 
-def _num(x: float | None, digits: int = 3) -> str:
-    if x is None:
-        return "-"
-    if x == 0:
-        return "0"
-    magnitude = abs(x)
-    if magnitude >= 1000:
-        return f"{x:,.0f}"
-    if magnitude >= 100:
-        return f"{x:.1f}"
-    return f"{x:.{digits}g}"
-
-
-def _spread(s: dict[str, Any] | None) -> str:
-    if not isinstance(s, dict) or s.get("median") is None:
-        return ""
-    return f"IQR {_num(s['q1'])}–{_num(s['q3'])}, range {_num(s['min'])}–{_num(s['max'])}, n={s['n']}"
-
-
-def summary_of(values):
-    from bench.timing import summary
-
-    return summary(values)
-
-
 def figure_rows(name: str, r: dict[str, Any]) -> list[tuple[str, str, str, str]]:
-    """(metric, median, unit, spread) rows of one figure for the table."""
-    rows: list[tuple[str, str, str, str]] = []
+    """(metric, median, unit, spread) rows of one figure: the figure formats its own result."""
+    from bench.figures import FIGURES
 
-    def add(metric, s, unit=""):
-        if isinstance(s, dict):
-            rows.append((metric, _num(s.get("median")), unit, _spread(s)))
-        else:
-            rows.append((metric, _num(s) if isinstance(s, (int, float)) else str(s), unit, ""))
-
-    if name == "train":
-        for c in r["configs"]:
-            add(f"{c['name']} step", c["step_ms"], "ms")
-            add(f"{c['name']} throughput", c["images_per_s"], "img/s")
-        for key, s in r["ratios"].items():
-            add(key, s, "x")
-    elif name == "flops":
-        a = r["analytic"]
-        add("forward FLOPs / image (analytic)", a["forward_per_image"] / 1e6, "MFLOP")
-        add("train step FLOPs (analytic, exact)", a["train_step_exact"] / 1e9, "GFLOP")
-        add("train step FLOPs (3 x forward)", a["train_step_rule_of_three"] / 1e9, "GFLOP")
-        if "train_step" in r["profiler"]:
-            add("train step FLOPs (TF op statistics)", r["profiler"]["train_step"]["total"] / 1e9, "GFLOP")
-        add("train step", r["train_step_ms"], "ms")
-        add("achieved training", r["train_gflops"], "GFLOP/s")
-        add(f"matmul {r['matmul_n']}^2 float32 peak", r["matmul_gflops"], "GFLOP/s")
-        add("achieved / matmul peak", r["fraction_of_matmul_peak"], "fraction")
-        if "gemm_bound" in r:
-            g = r["gemm_bound"]
-            add(f"the step's {g['products']} matrix products alone", g["step_ms"], "ms")
-            add("products alone / matmul peak (GEMM bound)", g["fraction_of_matmul_peak"], "fraction")
-            add("train step / products alone", g["train_step_over_gemms"], "x")
-    elif name == "sampler":
-        for m in r["methods"].values():
-            add(f"median-of-three {m['shape']}", m["median_of_three_ns_per_draw"], "ns/draw")
-            add(f"inverse-cdf {m['shape']}", m["inverse_cdf_ns_per_draw"], "ns/draw")
-            add(f"inverse-cdf / median-of-three {m['shape']}", m["inverse_over_median"], "x")
-        add("EVAE posterior sample + grad [100, 64]", r["posterior_sample_us"], "us")
-        add("train step", r["train_step_ms"], "ms")
-        add("sampling share of a train step", r["share_of_train_step"], "fraction")
-    elif name == "pipeline":
-        add("input pipeline", r["pipeline_images_per_s"], "img/s")
-        add("input pipeline CPU time / batch", r["pipeline_cpu_ms_per_batch"], "ms")
-        add("training consumption", r["train_images_per_s"], "img/s")
-        add("pipeline / consumption", r["pipeline_over_consumption"], "x")
-    elif name == "teardown":
-        for variant in ("autotune_off", "autotune_on"):
-            label = variant.replace("_", " ")
-            add(f"iterator teardown after an epoch, {label}", r[variant]["teardown_s"], "s")
-            add(f"iterator teardown, mean per epoch, {label}", r[variant]["teardown_mean_s"], "s")
-    elif name == "serving":
-        add("export_decoder", r["export_s"], "s")
-        add("in-process decode (16, Keras decoder)", r["in_process_decode_ms"], "ms")
-        add("in-process `sample` signature (16 + PNG)", r["in_process_sample_ms"], "ms")
-        for c in ("rest_c1", "rest_c8"):
-            lat = r[c]["latency_ms"]
-            add(f"REST {c[-2:]} p50", lat["p50"], "ms")
-            add(f"REST {c[-2:]} p99", lat["p99"], "ms")
-            add(f"REST {c[-2:]} throughput", r[c]["requests_per_s"], "req/s")
-        add("REST c=8 images", r["rest_c8"]["images_per_s"], "img/s")
-        add("REST c=1 / in-process", r["rest_over_in_process"], "x")
-        b = r.get("rest_breakdown")
-        if b:
-            add("REST response size (16 images as JSON)", b["response_bytes"] / 1024, "KiB")
-            add("server: JSON answer formatting", b["server_json_format_ms"], "ms")
-            add("client: JSON answer parsing", b["client_json_parse_ms"], "ms")
-        cpu = r.get("cpu_per_request_c8")
-        if cpu:
-            add("c=8 server CPU per request", cpu["server_ms"], "ms")
-            add("c=8 load generator CPU per request", cpu["client_ms"], "ms")
-            add(f"c=8 p50 bound (8 x CPU / {cpu['cores']} cores)", cpu["p50_bound_ms"], "ms")
-    elif name == "ablations":
-        for label, t in r["step_ms"].items():
-            add(f"step, {label}", t, "ms")
-        for key, ratio in r.items():
-            if key.startswith("library_over_"):
-                add(key.replace("_", " "), ratio, "x")
-    elif name == "threads":
-        for cname, c in r["configs"].items():
-            t = c["threads"]
-            add(f"{cname} (inter {t['inter_op']}, intra {t['intra_op']}) step", c["step_ms"], "ms")
-            if cname != "default":
-                add(f"{cname} / default", c["over_default"], "x")
-    elif name == "profile":
-        add("wall time per step (under the profiler)", r["wall_ms_per_step"], "ms")
-        add("op time per step, summed over threads", r["op_ms_per_step"], "ms")
-        for cat, c in r["categories"].items():
-            add(f"share of op time: {cat}", c["share"], "fraction")
-        for layer, c in r["conv_layers"].items():
-            rows.append((f"{layer}: share of conv time / of conv FLOPs",
-                         f"{c['time_share_of_convs']:.3f}", "", f"FLOP share {c['flop_share_of_convs']:.3f}"))
-    elif name == "epoch":
-        for i, e in enumerate(r["epochs"]):
-            add(f"epoch {i + 1}: total", e["epoch_s"], "s")
-            add(f"epoch {i + 1}: training ({e['train_steps']} steps)", e["train_s"], "s")
-            add(f"epoch {i + 1}: validation", e["validation_s"], "s")
-            add(f"epoch {i + 1}: epoch-end callbacks", e["epoch_end_callbacks_s"], "s")
-            if "epoch_end_unattributed_s" in e:
-                add(f"epoch {i + 1}: ... of which outside the library callbacks",
-                    e["epoch_end_unattributed_s"], "s")
-            if "python_gc_s" in e:
-                add(f"epoch {i + 1}: Python garbage collection (at epoch end)",
-                    f"{_num(e['python_gc_s'])} ({_num(e['python_gc_at_epoch_end_s'])})", "s")
-            if e["fit_step_ms"]:
-                add(f"epoch {i + 1}: step in fit", e["fit_step_ms"], "ms")
-        for cb, t in r.get("epoch_end_callback_ms", {}).items():
-            add(f"epoch end: {cb}", t, "ms")
-        add("bare compiled step, same model, after the run", r["bare_step_ms_after_run"], "ms")
-        add("step in fit / bare step", r["fit_step_over_bare_step"], "x")
-        add("startup (data, model, callbacks)", r["startup_s"], "s")
-        add(f"full epoch ({r['full_epoch_how'].split(':')[0]})", summary_of(r["full_epoch_s_per_epoch"]), "s")
-        add("projected 50 epochs", r["projected_50_epochs_min"], "min")
-    return rows
+    return list(FIGURES[name].rows(r))
 
 
-def format_table(results: dict[str, Any]) -> str:
-    lines = []
-    header = ("figure", "metric", "median", "unit", "spread")
+def _machine_lines(results: dict[str, Any]) -> list[str]:
+    from bench.machine import one_line
+
+    record = results.get("meta", {}).get("machine")
+    return [f"Measured on: {one_line(record)}", ""] if record else []
+
+
+def _load_row(name: str, r: dict[str, Any]) -> tuple[str, ...] | None:
+    load = r.get("load_average")
+    if not load or not load.get("before") or not load.get("after"):
+        return None
+    return (name, "load average (1 min) before / after", f"{load['before'][0]:.2f} / {load['after'][0]:.2f}",
+            "", "the machine's other work: compare ratios, not absolute times, under load")
+
+
+def _body(results: dict[str, Any]) -> list[tuple[str, ...]]:
     body: list[tuple[str, ...]] = []
     for name, r in results["figures"].items():
         if "skipped" in r:
@@ -243,13 +151,22 @@ def format_table(results: dict[str, Any]) -> str:
         if "error" in r:
             body.append((name, "ERROR", "", "", r["error"].strip().splitlines()[-1]))
             continue
-        for metric, median, unit, spread in figure_rows(name, r):
-            body.append((name, metric, median, unit, spread))
+        body.extend((name, *row) for row in figure_rows(name, r))
+        load = _load_row(name, r)
+        if load:
+            body.append(load)
+    return body
+
+
+def format_table(results: dict[str, Any]) -> str:
+    header = ("figure", "metric", "median", "unit", "spread")
+    body = _body(results)
     widths = [max(len(str(row[i])) for row in [header, *body]) for i in range(4)]
 
     def fmt(row):
         return "  ".join(str(c).ljust(w) for c, w in zip(row[:4], widths, strict=True)) + "  " + row[4]
 
+    lines = _machine_lines(results)
     lines.append(fmt(header))
     lines.append("-" * (sum(widths) + 8 + 40))
     lines.extend(fmt(row) for row in body)
@@ -257,7 +174,8 @@ def format_table(results: dict[str, Any]) -> str:
     lines.append("Targets (this machine):")
     for t in results["targets"]:
         verdict = {True: "MET", False: "MISSED", None: "n/a"}[t["met"]]
-        lines.append(f"  {verdict:7s} {t['target']}: {_num(t['value'])} {t['unit']} (target {t['limit']})")
+        caveat = " [measured under load: not a verdict for this CPU]" if t.get("loaded") else ""
+        lines.append(f"  {verdict:7s} {t['target']}: {num(t['value'])} {t['unit']} (target {t['limit']}){caveat}")
     return "\n".join(lines)
 
 
@@ -268,24 +186,17 @@ def _meta(args, figures: Sequence[str]) -> dict[str, Any]:
     import keras
     import tensorflow as tf
 
+    from bench import machine
+
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
                                 cwd=Path(__file__).resolve().parent, timeout=10).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         commit = None
-    cpu = None
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), None)
-    except OSError:
-        pass
     return {
         "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "quick": args.quick, "repeats": args.repeats, "figures": list(figures),
-        "python": platform.python_version(), "tensorflow": tf.__version__, "keras": keras.__version__,
-        "cpu": cpu, "cpu_count": os.cpu_count(), "platform": platform.platform(),
-        "git_commit": commit,
-        "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "default (on)"),
+        "machine": machine.describe(tf), "keras": keras.__version__, "git_commit": commit,
         "threads": {"intra_op": tf.config.threading.get_intra_op_parallelism_threads(),
                     "inter_op": tf.config.threading.get_inter_op_parallelism_threads()},
     }

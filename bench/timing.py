@@ -50,17 +50,31 @@ def inverted(s: Mapping[str, Any], numerator: float = 1.0) -> dict[str, Any]:
     return out
 
 
-def interleave(blocks: Mapping[str, Callable[[], float]], repeats: int) -> dict[str, list[float]]:
+def interleave(blocks: Mapping[str, Callable[[], float]], repeats: int,
+               cpu: dict[str, list[float]] | None = None) -> dict[str, list[float]]:
     """Runs every block once per repeat, reversing the order every other repeat.
 
     Each block returns one measurement (e.g. seconds per step). Returns the
     measurements by block name, index ``i`` of every list from the same repeat.
+
+    With ``cpu`` (a dict), also records the process's CPU seconds (all threads) per unit of
+    each measurement: the block's measurement × its CPU time ÷ its wall time. Unlike wall
+    time, CPU time hardly depends on how much of the machine other processes take, so the
+    ratio of two blocks' CPU times still compares their efficiency on a loaded machine (it
+    does not show parallel speed-up, and CPU burnt spin-waiting counts as work).
     """
     names = list(blocks)
     out: dict[str, list[float]] = {name: [] for name in names}
+    if cpu is not None:
+        cpu.update({name: [] for name in names})
     for r in range(repeats):
         for name in names if r % 2 == 0 else names[::-1]:
-            out[name].append(float(blocks[name]()))
+            wall0, cpu0 = time.perf_counter(), time.process_time()
+            value = float(blocks[name]())
+            wall, used = time.perf_counter() - wall0, time.process_time() - cpu0
+            out[name].append(value)
+            if cpu is not None:
+                cpu[name].append(value * used / wall if wall > 0 else float("nan"))
     return out
 
 
