@@ -20,7 +20,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=7)
     args = p.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")  # as bench.run, before TensorFlow
     from bench.figures import Context, epoch_measurement
 
     ctx = Context(quick=args.quick, repeats=args.repeats, log=lambda m: print(m, file=sys.stderr))

@@ -39,23 +39,20 @@ error (a missed target is not an error).
 
 from __future__ import annotations
 
+# oneDNN is on unless the user chose: the bench package's __init__ calls
+# evae_tf.runtime.configure() before anything imports TensorFlow.
+import argparse
+import datetime
 import os
+import subprocess
+import sys
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
 
-# oneDNN on unless the user chose (TensorFlow reads the variable once, at its first import;
-# evae_tf.runtime does the same for the product's entry points). Nothing above imports TF.
-os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
-
-import argparse  # noqa: E402 - after the variable, as every import that follows
-import datetime  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
-import traceback  # noqa: E402
-from collections.abc import Callable, Sequence  # noqa: E402
-from pathlib import Path  # noqa: E402
-from typing import Any  # noqa: E402
-
-from bench.table import num  # noqa: E402 - no TensorFlow import
+from bench.table import num
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results.json"
 
