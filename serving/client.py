@@ -43,6 +43,7 @@ import orjson
 import requests
 
 from evae_tf.files import write_bytes_atomic
+from evae_tf.images import encode_png, grid
 
 logger = logging.getLogger(__name__)
 # HTTP status -> canonical code (the first of several: 400 is also FAILED_PRECONDITION).
@@ -345,46 +346,9 @@ def images_from_outputs(outputs: Mapping[str, Any]) -> np.ndarray:
 
 
 def make_grid(images: np.ndarray, ncols: int | None = None, padding: int = 0) -> np.ndarray:
-    """Tile [N, H, W, C] images into one [rows*H, cols*W, C] image (near-square layout).
-
-    ``ncols`` defaults to ``ceil(sqrt(N))``; empty cells and ``padding`` pixels between
-    cells are 0.
-    """
-    images = np.asarray(images)
-    if images.ndim != 4 or len(images) == 0:
-        raise ValueError(
-            f"images must be a non-empty [N, H, W, C] array. Received: shape={images.shape}"
-        )
-    n, height, width, channels = images.shape
-    if ncols is None:
-        ncols = math.ceil(math.sqrt(n))
-    if ncols < 1:
-        raise ValueError(f"ncols must be >= 1. Received: ncols={ncols}")
-    ncols = min(ncols, n)
-    nrows = math.ceil(n / ncols)
-    grid = np.zeros(
-        (nrows * height + (nrows - 1) * padding, ncols * width + (ncols - 1) * padding, channels),
-        dtype=images.dtype,
-    )
-    for index, image in enumerate(images):
-        row, col = divmod(index, ncols)
-        top, left = row * (height + padding), col * (width + padding)
-        grid[top : top + height, left : left + width] = image
-    return grid
-
-
-def encode_png(image: np.ndarray) -> bytes:
-    """[H, W, C] image (float in [0, 1] or uint8) -> PNG bytes."""
-    from PIL import Image
-
-    image = np.asarray(image)
-    if image.dtype != np.uint8:
-        image = np.round(np.clip(image, 0.0, 1.0) * 255.0).astype(np.uint8)
-    if image.ndim == 3 and image.shape[-1] == 1:
-        image = image[..., 0]
-    buffer = io.BytesIO()
-    Image.fromarray(image).save(buffer, format="PNG")
-    return buffer.getvalue()
+    """Tile [N, H, W, C] images into one image, near-square by default
+    (:func:`evae_tf.images.grid`; empty cells and gaps are 0)."""
+    return grid(images, ncols, padding=padding)
 
 
 def write_atomic(path: str | os.PathLike, data: bytes) -> None:
