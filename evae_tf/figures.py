@@ -57,7 +57,7 @@ def image_panels(panels: Sequence[tuple[str, np.ndarray]], ncols: int = 10, scal
     """Labelled rows of image grids: ``[(label, images [N, h, w, C]), ...]``, top to bottom;
     each image pixel drawn ``scale`` × ``scale`` screen pixels."""
     grids = [(label, _rgb_grid(images, ncols)) for label, images in panels]
-    width = max(g.shape[1] for _, g in grids) * scale / DPI + 1.6  # + the labels' column
+    width = max(g.shape[1] for _, g in grids) * scale / DPI + 0.8  # + the labels' column
     heights = [g.shape[0] * scale / DPI for _, g in grids]
     figure = Figure(figsize=(width, sum(heights) + 0.1 * len(grids) + (0.4 if title else 0.1)),
                     dpi=DPI, layout="constrained")
@@ -66,7 +66,7 @@ def image_panels(panels: Sequence[tuple[str, np.ndarray]], ncols: int = 10, scal
         ax.imshow(tiled, interpolation="nearest")
         ax.set_xticks([])
         ax.set_yticks([])
-        ax.set_ylabel(label, rotation=0, ha="right", va="center")
+        ax.set_ylabel(label)  # vertical, so the layout keeps it whole whatever its length
         for spine in ax.spines.values():
             spine.set_visible(False)
     if title:

@@ -2,7 +2,7 @@
 ex-post latent sampler. Paths come from :mod:`evae_tf.rundir`; errors are one-line
 ``RunDirError``\\ s that name the file and what to do.
 
-    model, config = load_model("runs/fm", weights="final")
+    model, config = load_model("runs/fm")      # model.latent_sampler: the run's, if it has one
     sampler = load_or_fit_sampler("runs/fm", model, config)   # fitted and saved if missing
 """
 
@@ -79,9 +79,10 @@ def _kind(model) -> str:
     raise RunDirError(f"expected an EVAE or VAE (evae_tf.models), received {type(model).__name__}")
 
 
-def load_model(workdir: str | os.PathLike, weights: str = "final"):
+def load_model(workdir: str | os.PathLike, weights: str = "final", *, with_sampler: bool = True):
     """``(model, train_config)`` of a run directory at ``weights``, validated against
-    ``config.json``."""
+    ``config.json``; with ``with_sampler``, the run's ex-post sampler for those weights
+    is attached (``model.latent_sampler``) when it has one."""
     RunDir(workdir).weights_file(weights)  # an unknown name fails first
     workdir = Path(workdir)
     if not workdir.exists():
@@ -99,6 +100,8 @@ def load_model(workdir: str | os.PathLike, weights: str = "final"):
             f"but {CONFIG_FILE} describes a {expected[0]} with image_shape={expected[1]}, "
             f"latent_dim={expected[2]}"
         )
+    if with_sampler:
+        model.latent_sampler = load_sampler(workdir, weights)
     return model, config
 
 

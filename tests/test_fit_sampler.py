@@ -127,4 +127,9 @@ def test_a_damaged_sampler_file_says_how_to_refit(finished_run, tmp_path):
     RunDir(workdir).sampler_file().write_bytes(b"\x00" * 10)
     with pytest.raises(RunDirError, match=f"refit it with: python -m trainers.fit_sampler --workdir {workdir}$"):
         runs.load_sampler(workdir)
+    with pytest.raises(RunDirError, match="refit it with"):
+        runs.load_model(workdir)
     assert Path(RunDir(workdir).sampler_file()).read_bytes() == b"\x00" * 10
+    # ... and the command it names does refit it.
+    assert fit_sampler.main(["--workdir", str(workdir), "--components", "2"]) == 0
+    assert runs.load_model(workdir)[0].latent_sampler.n_components == 2

@@ -1,6 +1,6 @@
 """TF Serving REST contract tests, and tests of ``serving.server`` itself.
 
-The contract tests (``shared/spec/tf-serving-rest.md``) run against a base URL:
+The contract tests (docs/serving.md) run against a base URL:
 
 * by default, ``serving.server`` started in-process on a free port, serving the
   fixture models of ``tests/serving_fixtures.py`` through their ``models.config``;

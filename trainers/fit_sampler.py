@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     sampler_config = SamplerConfig(args.components, args.covariance_type)
     try:
         with sigterm_as_keyboard_interrupt():
-            model, config = runs.load_model(args.workdir, args.weights)
+            model, config = runs.load_model(args.workdir, args.weights, with_sampler=False)  # may be damaged
             sampler = runs.fit_sampler(args.workdir, model, config, args.weights, sampler_config,
                                        data_dir=args.data_dir)
     except RunDirError as e:
