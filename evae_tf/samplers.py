@@ -26,6 +26,7 @@ this process and inside an exported SavedModel::
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import time
@@ -37,8 +38,11 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
+from evae_tf import data as data_lib
 from evae_tf.config import COVARIANCE_TYPES
 from evae_tf.files import replace_atomic
+
+log = logging.getLogger(__name__)
 
 FORMAT = "evae_tf.gaussian_mixture/1"
 
@@ -279,11 +283,6 @@ def fit_expost(model, config, *, n_components: int = 10, covariance_type: str = 
     ``config`` is the run's ``TrainConfig`` (dataset, data directory, seed). Logs a
     progress bar while encoding and one line for the fit.
     """
-    import logging
-
-    from evae_tf import data as data_lib
-
-    log = logging.getLogger(__name__)
     seed = config.seed if seed is None else seed
     check_fit_arguments(n_components, covariance_type)  # before the encoding pass
     ds = data_lib.load(config.dataset, "train", batch_size=FIT_BATCH_SIZE,
