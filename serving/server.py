@@ -167,7 +167,10 @@ class ModelServer:
             self._grpc.stop(grace=5).wait()
         if serving:
             http = self._http
-            http.trigger.pull_trigger(lambda: wasyncore.close_all(http._map))
+            try:  # close every channel from the loop's own thread, which then returns
+                http.trigger.pull_trigger(lambda: wasyncore.close_all(http._map))
+            except OSError:  # the trigger is already closed: the loop is stopping by itself
+                wasyncore.close_all(http._map)
 
     def close(self) -> None:
         if self._thread is not None:
