@@ -2,8 +2,8 @@
 
 A latent sampler draws ``z`` for the decoder. Two kinds:
 
-* :class:`PriorSampler` — the paper's prior (EVAE ``Unif[-B_prior/2, B_prior/2]^d``,
-  VAE ``N(0, I)``), what ``model.sample_prior`` draws.
+* the paper's prior (EVAE ``Unif[-B_prior/2, B_prior/2]^d``, VAE ``N(0, I)``): the
+  model's own ``sample_prior``, asked for with ``model.generate(n, sampler="prior")``;
 * :class:`GaussianMixtureSampler` — an *ex-post* density of the aggregate posterior
   (Ghosh et al. 2020, "From Variational to Deterministic Autoencoders"): encode the
   training set, draw one ``z`` from each example's posterior, fit a Gaussian mixture
@@ -56,21 +56,6 @@ def seed_pair(seed) -> tf.Tensor:
     if isinstance(seed, (int, np.integer)):
         return tf.constant([int(seed), 0], tf.int64)
     return tf.convert_to_tensor(seed)
-
-
-class PriorSampler:
-    """The paper's prior of ``model``: the same draws as ``model.sample_prior``."""
-
-    name = "prior"
-
-    def __init__(self, model):
-        self.model = model
-
-    def sample(self, num_samples: int, seed=None) -> tf.Tensor:
-        return self.model.sample_prior(num_samples, seed=seed)
-
-    def spec(self) -> dict[str, Any]:
-        return {"kind": "prior", **self.model.prior_spec()}
 
 
 class GaussianMixtureSampler:
