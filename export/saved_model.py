@@ -75,6 +75,9 @@ MAX_SAMPLES = 1024
 METADATA_DIR = "assets.extra"
 METADATA_FILE = "evae_model.json"
 SERVING_PORT = 8501
+# A version being written; TF Serving only loads all-digit names. export.cleanup removes
+# the ones a killed export left.
+TEMP_PREFIX = ".tmp-export-"
 
 
 class ExportError(Exception):
@@ -281,7 +284,7 @@ def _make_temp_dir(parent: Path) -> Path:
     """A new ``.tmp-export-<pid>-<random>`` directory in ``parent`` (umask permissions,
     unlike ``mkdtemp``'s 0700, so that a server running as another user can read it)."""
     for _ in range(100):
-        path = parent / f".tmp-export-{os.getpid()}-{secrets.token_hex(4)}"
+        path = parent / f"{TEMP_PREFIX}{os.getpid()}-{secrets.token_hex(4)}"
         try:
             path.mkdir()
         except FileExistsError:

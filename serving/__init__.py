@@ -3,8 +3,7 @@
 ``serving.server`` is a local stand-in for TF Serving (machines without Docker):
 ``config`` reads its model config file, ``core`` holds the model registry and the predict
 core both protocols share, ``rest`` and ``grpc_api`` parse and format each protocol.
-``serving.client`` talks to either server over either protocol; ``serving.cleanup``
-removes a killed export's leftovers. See ``docs/serving.md`` (REST and gRPC).
+``serving.client`` talks to either server over either protocol. See ``docs/serving.md``.
 """
 
 from evae_tf import runtime

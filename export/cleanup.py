@@ -4,7 +4,7 @@
 and renames it to ``<version>`` when it is complete; a killed export leaves the
 temporary directory (TF Serving ignores it). This removes such leftovers, safely::
 
-    python -m serving.cleanup models/evae [models/vae ...] [--dry-run]
+    python -m export.cleanup models/evae [models/vae ...] [--dry-run]
 
 A leftover is removed only if the export that wrote it is not running (no live process
 has its pid) and nothing in it changed after the newest finished version was written,
@@ -20,9 +20,9 @@ import shutil
 import sys
 from pathlib import Path
 
-from serving.core import list_version_dirs
+from export.saved_model import TEMP_PREFIX
 
-_LEFTOVER = re.compile(r"\.tmp-export-([0-9]+)-[0-9a-f]+")
+_LEFTOVER = re.compile(re.escape(TEMP_PREFIX) + r"([0-9]+)-[0-9a-f]+")
 
 
 def _pid_alive(pid: int) -> bool:
@@ -49,10 +49,11 @@ def _last_change(path: Path) -> float:
 
 def export_leftovers(base_path: str | os.PathLike) -> list[Path]:
     """The ``.tmp-export-*`` directories of ``base_path`` that are safe to remove."""
-    versions = list_version_dirs(base_path)
+    versions = [p for p in Path(base_path).iterdir()
+                if p.name.isdigit() and (p / "saved_model.pb").is_file()]
     if not versions:
         return []  # no finished version to compare with: keep everything
-    newest = max(_last_change(path) for path in versions.values())
+    newest = max(_last_change(path) for path in versions)
     leftovers = []
     for entry in sorted(Path(base_path).iterdir()):
         match = _LEFTOVER.fullmatch(entry.name)
@@ -65,7 +66,7 @@ def export_leftovers(base_path: str | os.PathLike) -> list[Path]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m serving.cleanup",
+        prog="python -m export.cleanup",
         description="Remove .tmp-export-* leftovers of killed exports from model base paths.",
     )
     parser.add_argument("base_paths", nargs="+", type=Path, metavar="BASE_PATH")

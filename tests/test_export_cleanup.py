@@ -1,4 +1,4 @@
-"""``python -m serving.cleanup``: leftovers of killed exports go, nothing else does."""
+"""``python -m export.cleanup``: leftovers of killed exports go, nothing else does."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from serving.cleanup import export_leftovers, main
+from export.cleanup import export_leftovers, main
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -64,7 +64,7 @@ def test_nothing_is_removed_without_a_finished_version(tmp_path):
 
 def test_cli_rejects_a_missing_base_path(tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "serving.cleanup", str(tmp_path / "nope")],
+        [sys.executable, "-m", "export.cleanup", str(tmp_path / "nope")],
         cwd=REPO, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert result.returncode == 2
