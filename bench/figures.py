@@ -719,15 +719,13 @@ def _post_sample_latencies(url: str, model: str, concurrency: int, requests_n: i
 
 def _export_for_serving(ctx: Context):
     """Exports an EVAE decoder; returns ``(model, export base, seconds)``."""
-    from evae_tf import models
-    from export.saved_model import export_decoder
+    from bench.load_test import untrained_export
 
-    model = models.build("evae", IMAGE_SHAPE, LATENT_DIM, seed=0)
     base = ctx.workdir / "serving" / "evae"
     if base.exists():
         shutil.rmtree(base)
     start = time.perf_counter()
-    export_decoder(model, base / "1")
+    model = untrained_export(base / "1", LATENT_DIM)
     return model, base, time.perf_counter() - start
 
 

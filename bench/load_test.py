@@ -46,15 +46,37 @@ MAX_GROWTH_PCT = 10.0
 MODEL_NAME = "evae"
 
 
-def export_fresh_decoder(base_path: Path) -> Path:
-    """An untrained EVAE decoder (32x32x1, latent_dim 64) as version 1 under ``base_path``.
+def untrained_export(version_dir: str | os.PathLike, latent_dim: int = 64, seed: int = 0):
+    """Exports an untrained EVAE decoder (32x32x1) with a 10-component ex-post mixture.
 
-    Exported by a child process: a client process that has run TensorFlow keeps its
-    thread pools, and the load test then measured a third of the server's throughput
-    (23 vs 69-75 requests/s on 2 cores, the same model either way).
+    The weights and the mixture's parameters do not change the cost of serving it; the
+    mixture has the default number of components, so ``sample`` costs what a real one does.
+    Returns the built model.
     """
-    code = ("import sys; from evae_tf import models; from export.saved_model import export_decoder; "
-            "export_decoder(models.build('evae', (32, 32, 1), 64), sys.argv[1])")
+    import numpy as np
+
+    from evae_tf import models
+    from evae_tf.samplers import GaussianMixtureSampler
+    from export.saved_model import export_decoder
+
+    model = models.build("evae", (32, 32, 1), latent_dim, seed=seed)
+    rng = np.random.default_rng(seed)
+    components = 10
+    sampler = GaussianMixtureSampler(np.full(components, 1 / components),
+                                     rng.normal(size=(components, latent_dim)),
+                                     np.broadcast_to(np.eye(latent_dim), (components, latent_dim, latent_dim)))
+    export_decoder(model, version_dir, sampler=sampler)
+    return model
+
+
+def export_fresh_decoder(base_path: Path) -> Path:
+    """``untrained_export`` as version 1 under ``base_path``, by a child process.
+
+    A client process that has run TensorFlow keeps its thread pools, and the load test
+    then measured a third of the server's throughput (23 vs 69-75 requests/s on 2 cores,
+    the same model either way).
+    """
+    code = "import sys; from bench.load_test import untrained_export; untrained_export(sys.argv[1])"
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     subprocess.run([sys.executable, "-c", code, str(base_path / "1")], cwd=ROOT, env=env,
                    check=True, stdout=subprocess.DEVNULL)
