@@ -42,6 +42,25 @@ def positive(kind, noun: str | None = None):
     return parse
 
 
+def in_range(kind, low, high=None):
+    """A type accepting finite numbers of ``kind`` in ``[low, high]`` (no upper bound if
+    ``high`` is None)."""
+    noun = "an integer" if kind is int else "a finite number"
+    wanted = f"{noun} in {low}..{high}" if high is not None else f"{noun} >= {low}"
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            value = None
+        if value is None or not math.isfinite(value) or value < low or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"expected {wanted}, received {text!r}")
+        return value
+
+    parse.__name__ = kind.__name__
+    return parse
+
+
 def readable_dir(text: str) -> str:
     """A type accepting an existing, readable directory."""
     if not os.path.isdir(text):

@@ -1,12 +1,11 @@
-"""TF Serving's gRPC API and the status / metadata messages (docs/serving.md,
+"""TF Serving's gRPC API and its status / metadata messages (docs/serving.md,
 'gRPC (`PredictionService`, `ModelService`)').
 
 ``PredictionService.Predict`` / ``GetModelMetadata`` and ``ModelService.GetModelStatus``
 on the ``tensorflow_serving.apis`` stubs. Predict is parse (``TensorProto`` -> numpy,
-checked against the signature's dtypes) -> ``serving.core.Predictor`` (shared with
-REST) -> format (numpy -> ``TensorProto``). A ``ServingError``'s canonical code is the
-gRPC status code, as in TF Serving. The status and metadata responses are built here
-once; REST writes the same messages as JSON.
+dtypes checked against the signature), ``serving.core.Predictor`` (shared with REST),
+format (numpy -> ``TensorProto``). A ``ServingError``'s canonical code is the gRPC status
+code, as in TF Serving. REST writes the same status and metadata messages as JSON.
 """
 
 from __future__ import annotations
@@ -21,13 +20,11 @@ import numpy as np
 import orjson
 import tensorflow as tf
 from google.protobuf import json_format
-from tensorflow_serving.apis import (
-    get_model_metadata_pb2,
-    get_model_status_pb2,
-    model_service_pb2_grpc,
-    predict_pb2,
-    prediction_service_pb2_grpc,
-)
+from tensorflow_serving.apis import get_model_metadata_pb2 as metadata_pb2
+from tensorflow_serving.apis import get_model_status_pb2 as status_pb2
+from tensorflow_serving.apis import model_service_pb2_grpc as model_grpc
+from tensorflow_serving.apis import predict_pb2
+from tensorflow_serving.apis import prediction_service_pb2_grpc as prediction_grpc
 
 from serving.core import ModelRegistry, ModelSpec, Predictor, ServingError, Signature
 from serving.core import invalid_argument as _invalid
@@ -35,7 +32,6 @@ from serving.core import invalid_argument as _invalid
 logger = logging.getLogger(__name__)
 
 GRPC_STATUS = {code.value[0]: code for code in grpc.StatusCode}
-_State = get_model_status_pb2.ModelVersionStatus.State
 
 
 def spec_from_proto(proto) -> ModelSpec:
@@ -47,56 +43,50 @@ def status_response(registry: ModelRegistry, spec: ModelSpec):
     """``GetModelStatusResponse``: the model's version states, highest first."""
     if spec.label:
         spec = ModelSpec(spec.name, registry.get(spec.name, label=spec.label).version)
-    response = get_model_status_pb2.GetModelStatusResponse()
+    response = status_pb2.GetModelStatusResponse()
     for state in registry.status(spec.name, spec.version):
-        status = response.model_version_status.add(version=state.version)
-        status.state = _State.Value(state.state)
-        status.status.error_code = state.error_code
-        status.status.error_message = state.error_message
+        status = response.model_version_status.add(
+            version=state.version, state=status_pb2.ModelVersionStatus.State.Value(state.state))
+        status.status.error_code, status.status.error_message = state.error_code, state.error_message
     return response
 
 
 def metadata_response(predictor: Predictor, spec: ModelSpec):
     """``GetModelMetadataResponse`` with the ``signature_def`` map."""
     servable = predictor.registry.get(spec.name, spec.version, spec.label)
-    response = get_model_metadata_pb2.GetModelMetadataResponse()
+    response = metadata_pb2.GetModelMetadataResponse()
     response.model_spec.name = spec.name
     response.model_spec.version.value = servable.version
-    signature_map = get_model_metadata_pb2.SignatureDefMap()
-    for name, signature_def in servable.signature_defs.items():
-        signature_map.signature_def[name].CopyFrom(signature_def)
+    signature_map = metadata_pb2.SignatureDefMap()
+    signature_map.signature_def.MergeFrom(servable.signature_defs)
     response.metadata["signature_def"].Pack(signature_map)
     return response
 
 
 def _to_dict(message) -> dict[str, Any]:
     return json_format.MessageToDict(
-        message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
-    )
+        message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
 
 
 def to_json(response) -> bytes:
     """A status or metadata response as TF Serving's REST API writes it."""
-    if isinstance(response, get_model_metadata_pb2.GetModelMetadataResponse):
-        signature_map = get_model_metadata_pb2.SignatureDefMap()
-        response.metadata["signature_def"].Unpack(signature_map)
-        doc = {
-            "model_spec": _to_dict(response.model_spec),
-            "metadata": {"signature_def": _to_dict(signature_map)},
-        }
-        doc["model_spec"]["version"] = str(response.model_spec.version.value)
-        return orjson.dumps(doc)
-    return orjson.dumps(_to_dict(response))
+    if not isinstance(response, metadata_pb2.GetModelMetadataResponse):
+        return orjson.dumps(_to_dict(response))
+    signature_map = metadata_pb2.SignatureDefMap()
+    response.metadata["signature_def"].Unpack(signature_map)
+    model_spec = {**_to_dict(response.model_spec), "version": str(response.model_spec.version.value)}
+    return orjson.dumps({"model_spec": model_spec,
+                         "metadata": {"signature_def": _to_dict(signature_map)}})
 
 
 def parse_tensors(request, signature: Signature) -> dict[str, np.ndarray]:
     """``PredictRequest.inputs`` -> arrays, dtypes checked against ``signature``."""
     inputs = {}
     for name, proto in request.inputs.items():
-        info = signature.inputs.get(name)
-        if info is not None and proto.dtype != info.dtype.as_datatype_enum:
+        spec = signature.inputs.get(name)
+        if spec is not None and proto.dtype != spec.dtype.as_datatype_enum:
             got = tf.as_dtype(proto.dtype).name if proto.dtype else "DT_INVALID"
-            raise _invalid(f"Expects arg '{name}' to be {info.dtype.name} but {got} is provided")
+            raise _invalid(f"Expects arg '{name}' to be {spec.dtype.name} but {got} is provided")
         try:
             inputs[name] = tf.make_ndarray(proto)
         except (TypeError, ValueError) as e:
@@ -129,7 +119,7 @@ def _answer(context: grpc.ServicerContext, method: Callable[[], Any]):
     context.abort(code, message)
 
 
-class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
+class PredictionServicer(prediction_grpc.PredictionServiceServicer):
     def __init__(self, predictor: Predictor):
         self.predictor = predictor
 
@@ -137,18 +127,16 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         def predict():
             spec = spec_from_proto(request.model_spec)
             servable, outputs = self.predictor.predict(
-                spec, lambda signature: parse_tensors(request, signature)
-            )
+                spec, lambda signature: parse_tensors(request, signature))
             return format_tensors(servable, spec, outputs, list(request.output_filter))
 
         return _answer(context, predict)
 
     def GetModelMetadata(self, request, context):  # noqa: N802
         def metadata():
-            fields = list(request.metadata_field)
-            if not fields:
+            if not request.metadata_field:
                 raise _invalid("GetModelMetadataRequest must specify at least one metadata_field")
-            for field in fields:
+            for field in request.metadata_field:
                 if field != "signature_def":
                     raise _invalid(f"Metadata field {field} is not supported")
             return metadata_response(self.predictor, spec_from_proto(request.model_spec))
@@ -156,7 +144,7 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         return _answer(context, metadata)
 
 
-class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
+class ModelServicer(model_grpc.ModelServiceServicer):
     def __init__(self, registry: ModelRegistry):
         self.registry = registry
 
@@ -165,25 +153,14 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
         return _answer(context, lambda: status_response(self.registry, spec))
 
 
-def make_grpc_server(
-    predictor: Predictor, host: str, port: int, max_request_bytes: int
-) -> tuple[grpc.Server, int]:
-    """A started-later gRPC server with both services, bound to ``host:port``."""
-    server = grpc.server(
-        futures.ThreadPoolExecutor(predictor.num_threads, thread_name_prefix="grpc"),
-        options=[
-            ("grpc.max_receive_message_length", max_request_bytes),
-            ("grpc.max_send_message_length", -1),
-        ],
-    )
-    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
-        PredictionServicer(predictor), server
-    )
-    model_service_pb2_grpc.add_ModelServiceServicer_to_server(
-        ModelServicer(predictor.registry), server
-    )
-    address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    bound = server.add_insecure_port(address)
-    return server, bound
-
-
+def make_grpc_server(predictor: Predictor, host: str, port: int,
+                     max_request_bytes: int) -> tuple[grpc.Server, int]:
+    """A gRPC server with both services bound to ``host:port`` (not started yet), and
+    the port it bound (0 if it could not)."""
+    options = [("grpc.max_receive_message_length", max_request_bytes),
+               ("grpc.max_send_message_length", -1)]
+    executor = futures.ThreadPoolExecutor(predictor.num_threads, thread_name_prefix="grpc")
+    server = grpc.server(executor, options=options)
+    prediction_grpc.add_PredictionServiceServicer_to_server(PredictionServicer(predictor), server)
+    model_grpc.add_ModelServiceServicer_to_server(ModelServicer(predictor.registry), server)
+    return server, server.add_insecure_port(f"[{host}]:{port}" if ":" in host else f"{host}:{port}")

@@ -8,19 +8,15 @@ codes (``docs/serving.md``)::
         --rest_api_port 8501 --port 8500
     python -m serving.server --model_config_file serving/models.config
 
-Flags are named as ``tensorflow_model_server``'s; ``--port`` is gRPC (0 disables it),
-``--rest_api_port`` REST (0 picks a free port, as before). ``--host`` (default 127.0.0.1),
-``--max_request_bytes`` (default 64 MiB; REST 413, gRPC RESOURCE_EXHAUSTED) and
-``--max_batch_size`` (default 1024) are this server's own. Loading follows TF Serving
-(``serving.core``): the version policy, new versions loaded before they are swapped
-in, the last version kept while a new one fails.
+Flags are ``tensorflow_model_server``'s: ``--port`` is gRPC (0 disables it),
+``--rest_api_port`` REST (0 picks a free port). ``--host``, ``--max_request_bytes`` and
+``--max_batch_size`` are this server's own. Loading follows TF Serving (``serving.core``).
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
-import math
 import signal
 import sys
 import threading
@@ -29,15 +25,10 @@ from pathlib import Path
 from waitress import wasyncore
 from waitress.server import create_server
 
+from evae_tf.cli import HelpFormatter, in_range, positive
 from serving.config import ModelConfig, ModelConfigError, read_model_config_file
 from serving.config import single_model_config as _single
-from serving.core import (
-    DEFAULT_MAX_BATCH_SIZE,
-    ModelRegistry,
-    Predictor,
-    list_version_dirs,  # noqa: F401  (imported from here by tests)
-    load_servable,
-)
+from serving.core import DEFAULT_MAX_BATCH_SIZE, ModelRegistry, Predictor, load_servable
 from serving.rest import RestApp
 
 logger = logging.getLogger(__name__)
@@ -50,43 +41,31 @@ IDLE_TIMEOUT_SECONDS = 30
 
 
 class ModelServer:
-    """Registry + predict core + REST and gRPC servers, startable in-process.
+    """Registry + predict core + REST and gRPC servers, startable in-process::
 
-    with ModelServer(configs, port=0, grpc_port=0) as server:
-        requests.get(f"{server.url}/v1/models/evae"); server.grpc_address
+        with ModelServer(configs, port=0, grpc_port=0) as server:
+            requests.get(f"{server.url}/v1/models/evae"); server.grpc_address
     """
 
-    def __init__(
-        self,
-        configs: list[ModelConfig],
-        *,
-        host: str = "127.0.0.1",
-        port: int | None = 8501,
-        grpc_port: int | None = None,
-        poll_wait_seconds: float = 1.0,
-        max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
-        num_threads: int | None = None,
-        timeout_in_ms: int = 30_000,
-        max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
-        loader=load_servable,
-    ):
+    def __init__(self, configs: list[ModelConfig], *, host: str = "127.0.0.1",
+                 port: int | None = 8501, grpc_port: int | None = None,
+                 poll_wait_seconds: float = 1.0,
+                 max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
+                 num_threads: int | None = None, timeout_in_ms: int = 30_000,
+                 max_batch_size: int = DEFAULT_MAX_BATCH_SIZE, loader=load_servable):
         self.registry = ModelRegistry(configs, poll_wait_seconds, loader)
-        self.predictor = Predictor(
-            self.registry,
-            num_threads=num_threads,
-            timeout_in_ms=timeout_in_ms,
-            max_batch_size=max_batch_size,
-        )
+        self.predictor = Predictor(self.registry, num_threads=num_threads,
+                                   timeout_in_ms=timeout_in_ms, max_batch_size=max_batch_size)
         self.app = RestApp(self.predictor, max_request_bytes)
         self.max_request_bytes = max_request_bytes
         self._host, self._port, self._grpc_port = host, port, grpc_port
-        self._http = None  # waitress's server
-        self._grpc = None
+        self._http = self._grpc = None  # waitress's server, gRPC's server
         self.grpc_port: int | None = None
         self._thread: threading.Thread | None = None
-        self._stopped = threading.Event()
-        self._serving = False
-        self._lock = threading.Lock()
+        self._stopped, self._lock, self._serving = threading.Event(), threading.Lock(), False
+
+    def _address(self, port: int) -> str:
+        return f"[{self._host}]:{port}" if ":" in self._host else f"{self._host}:{port}"
 
     @property
     def port(self) -> int:
@@ -96,15 +75,13 @@ class ModelServer:
 
     @property
     def url(self) -> str:
-        host = f"[{self._host}]" if ":" in self._host else self._host
-        return f"http://{host}:{self.port}"
+        return f"http://{self._address(self.port)}"
 
     @property
     def grpc_address(self) -> str:
         if self.grpc_port is None:
             raise RuntimeError("gRPC is not served")
-        host = f"[{self._host}]" if ":" in self._host else self._host
-        return f"{host}:{self.grpc_port}"
+        return self._address(self.grpc_port)
 
     def bind(self) -> ModelServer:
         """Bind the sockets, load the models' initial versions and start polling.
@@ -113,25 +90,19 @@ class ModelServer:
         """
         if self._port is not None:
             self._http = create_server(
-                self.app,
-                host=self._host,
-                port=self._port,
-                threads=self.predictor.num_threads,
-                channel_timeout=IDLE_TIMEOUT_SECONDS,
+                self.app, host=self._host, port=self._port, threads=self.predictor.num_threads,
+                channel_timeout=IDLE_TIMEOUT_SECONDS, connection_limit=1000,
                 cleanup_interval=max(1, IDLE_TIMEOUT_SECONDS // 3),
-                connection_limit=1000,
                 # A memory guard; RestApp answers bodies over --max_request_bytes (413).
-                max_request_body_size=self.max_request_bytes + 2**20,
-            )
+                max_request_body_size=self.max_request_bytes + 2**20)
             logger.info("Exporting HTTP/REST API at:%s:%d ...", self._host, self.port)
         if self._grpc_port is not None:
             from serving.grpc_api import make_grpc_server
 
             self._grpc, self.grpc_port = make_grpc_server(
-                self.predictor, self._host, self._grpc_port, self.max_request_bytes
-            )
+                self.predictor, self._host, self._grpc_port, self.max_request_bytes)
             if not self.grpc_port:
-                raise OSError(f"cannot bind gRPC to {self._host}:{self._grpc_port}")
+                raise OSError(f"cannot bind gRPC to {self._address(self._grpc_port)}")
             logger.info("Running gRPC ModelServer at %s ...", self.grpc_address)
         self.registry.poll_once()
         self.registry.start_polling()
@@ -142,9 +113,8 @@ class ModelServer:
     def serve_forever(self) -> None:
         """Serve until ``shutdown()`` (REST on this thread; gRPC on its own)."""
         with self._lock:
-            serve_http = self._http is not None and not self._stopped.is_set()
-            self._serving = serve_http
-        if serve_http:
+            self._serving = self._http is not None and not self._stopped.is_set()
+        if self._serving:
             self._http.run()  # returns once shutdown() has closed every channel
         self._stopped.wait()
 
@@ -161,11 +131,10 @@ class ModelServer:
             if self._stopped.is_set():
                 return
             self._stopped.set()
-            serving = self._serving
         self.registry.request_stop()
         if self._grpc is not None:
             self._grpc.stop(grace=5).wait()
-        if serving:
+        if self._serving:
             http = self._http
             try:  # close every channel from the loop's own thread, which then returns
                 http.trigger.pull_trigger(lambda: wasyncore.close_all(http._map))
@@ -193,55 +162,42 @@ class ModelServer:
         self.close()
 
 
-# --------------------------------------------------------------------------------------
-# Command line
-# --------------------------------------------------------------------------------------
+# --- Command line -----------------------------------------------------------------------
 
 
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m serving.server",
-        description="Serve SavedModels over TensorFlow Serving's REST and gRPC APIs.",
-    )
-    add = parser.add_argument
+        prog="python -m serving.server", formatter_class=HelpFormatter,
+        description="Serve SavedModels over TensorFlow Serving's REST and gRPC APIs.")
+    add, port, count = parser.add_argument, in_range(int, 0, 65535), in_range(int, 0, 1024)
     add("--model_name", default="default", help="name of the single model")
     add("--model_base_path", help="directory holding the model's version dirs")
     add("--model_config_file", help="ModelServerConfig text proto (several models)")
-    add("--port", type=int, default=8500, help="gRPC port; 0 disables gRPC")
-    add("--rest_api_port", type=int, default=8501, help="REST port; 0 picks a free one")
+    add("--port", type=port, default=8500, help="gRPC port; 0 disables gRPC")
+    add("--rest_api_port", type=port, default=8501, help="REST port; 0 picks a free one")
     add("--rest_api_host", "--host", dest="host", default="127.0.0.1",
-        help="address to bind (0.0.0.0 exposes the server to the network)")  # fmt: skip
-    add("--rest_api_num_threads", type=int, default=None,
-        help="concurrent predictions (default 4 x CPUs)")  # fmt: skip
+        help="address to bind (0.0.0.0 exposes the server to the network)")
+    add("--rest_api_num_threads", type=positive(int), default=None,
+        help="concurrent predictions (default 4 x CPUs)")
     add("--rest_api_timeout_in_ms", type=int, default=30_000,
-        help="predict deadline; <= 0 disables it")  # fmt: skip
-    add("--file_system_poll_wait_seconds", type=float, default=1.0,
-        help="seconds between polls for new versions; 0 polls once")  # fmt: skip
-    add("--max_request_bytes", type=int, default=DEFAULT_MAX_REQUEST_BYTES,
-        help="larger requests are refused (REST 413, gRPC RESOURCE_EXHAUSTED)")  # fmt: skip
-    add("--max_batch_size", type=int, default=DEFAULT_MAX_BATCH_SIZE,
-        help="largest batch dimension of an input and largest num_samples")  # fmt: skip
+        help="predict deadline; <= 0 disables it")
+    add("--file_system_poll_wait_seconds", type=in_range(float, 0), default=1.0,
+        help="seconds between polls for new versions; 0 polls once")
+    add("--max_request_bytes", type=positive(int), default=DEFAULT_MAX_REQUEST_BYTES,
+        help="larger requests are refused (REST 413, gRPC RESOURCE_EXHAUSTED)")
+    add("--max_batch_size", type=positive(int), default=DEFAULT_MAX_BATCH_SIZE,
+        help="largest batch dimension of an input and largest num_samples")
+    add("--tensorflow_intra_op_parallelism", type=count, default=0,
+        help="threads one TensorFlow op may use; 0 lets TensorFlow choose (docs/serving.md, "
+             "'Threads')")
+    add("--tensorflow_inter_op_parallelism", type=count, default=0,
+        help="TensorFlow ops run at once; 0 lets TensorFlow choose")
     return parser
 
 
-def _check_args(parser: argparse.ArgumentParser, args) -> None:
-    for flag in ("port", "rest_api_port"):
-        if not 0 <= getattr(args, flag) <= 65535:
-            parser.error(f"--{flag} must be in 0..65535, got {getattr(args, flag)}")
-    if args.max_request_bytes <= 0:
-        parser.error(f"--max_request_bytes must be positive, got {args.max_request_bytes}")
-    if args.rest_api_num_threads is not None and args.rest_api_num_threads < 1:
-        parser.error(f"--rest_api_num_threads must be >= 1, got {args.rest_api_num_threads}")
+def _configs_from_args(parser: argparse.ArgumentParser, args) -> list[ModelConfig]:
     if not args.host.strip():
         parser.error("--rest_api_host must not be empty (use 0.0.0.0 to listen on every address)")
-    poll = args.file_system_poll_wait_seconds
-    if not (math.isfinite(poll) and poll >= 0):
-        parser.error(f"--file_system_poll_wait_seconds must be a finite number >= 0, got {poll:g}")
-    if args.max_batch_size < 1:
-        parser.error(f"--max_batch_size must be >= 1, got {args.max_batch_size}")
-
-
-def _configs_from_args(parser: argparse.ArgumentParser, args) -> list[ModelConfig]:
     if args.model_config_file:
         if not Path(args.model_config_file).is_file():
             parser.error(f"--model_config_file {args.model_config_file!r} does not exist")
@@ -265,22 +221,25 @@ def _configs_from_args(parser: argparse.ArgumentParser, args) -> list[ModelConfi
     return configs
 
 
+def _set_threads(args) -> None:
+    """TensorFlow's thread pools, before anything runs (TF Serving's flags)."""
+    import tensorflow as tf
+
+    tf.config.threading.set_intra_op_parallelism_threads(args.tensorflow_intra_op_parallelism)
+    tf.config.threading.set_inter_op_parallelism_threads(args.tensorflow_inter_op_parallelism)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = _build_parser()
     args = parser.parse_args(argv)
-    _check_args(parser, args)
+    configs = _configs_from_args(parser, args)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    _set_threads(args)
     server = ModelServer(
-        _configs_from_args(parser, args),
-        host=args.host,
-        port=args.rest_api_port,
-        grpc_port=args.port or None,
+        configs, host=args.host, port=args.rest_api_port, grpc_port=args.port or None,
         poll_wait_seconds=args.file_system_poll_wait_seconds,
-        max_request_bytes=args.max_request_bytes,
-        num_threads=args.rest_api_num_threads,
-        timeout_in_ms=args.rest_api_timeout_in_ms,
-        max_batch_size=args.max_batch_size,
-    )
+        max_request_bytes=args.max_request_bytes, num_threads=args.rest_api_num_threads,
+        timeout_in_ms=args.rest_api_timeout_in_ms, max_batch_size=args.max_batch_size)
 
     def on_signal(signum, _frame):
         logger.info("Received %s, shutting down", signal.Signals(signum).name)
@@ -294,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, RuntimeError) as e:
         server.close()
         print(f"error: cannot serve on {args.host} (ports {args.rest_api_port}, {args.port}): {e}",
-              file=sys.stderr)  # fmt: skip
+              file=sys.stderr)
         return 1
     try:
         server.serve_forever()

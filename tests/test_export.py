@@ -587,7 +587,8 @@ def test_library_argument_errors(evae_run, tmp_path):
 @pytest.mark.parametrize("protocol", ["rest", "grpc"])
 def test_export_then_serve_and_fetch_a_grid(evae_export, protocol):
     """The headline path: export, serve, ask ``sample`` (ex-post) and ``sample_prior``."""
-    from serving.client import ServingClient, make_grid
+    from evae_tf.images import grid
+    from serving.client import ServingClient
     from serving.config import single_model_config
     from serving.server import ModelServer
 
@@ -605,7 +606,7 @@ def test_export_then_serve_and_fetch_a_grid(evae_export, protocol):
     np.testing.assert_allclose(images, model.generate(16, seed=0).numpy(), atol=1 / 255)  # ex-post
     np.testing.assert_allclose(prior, model.generate(16, seed=0, sampler="prior").numpy(), atol=1 / 255)
     np.testing.assert_allclose(decoded, model.decode(Z).numpy(), atol=1 / 255)
-    assert make_grid(images).shape == (128, 128, 1)
+    assert grid(images).shape == (128, 128, 1)
 
 
 def test_a_trainers_fit_run_exports(tmp_path, capsys):

@@ -564,7 +564,7 @@ def _spawn_export(workdir, base):
 
 
 def test_killed_or_stopped_export_leaves_no_version_then_exports(finished_run, tmp_path):
-    from serving.server import list_version_dirs
+    from serving.core import list_version_dirs
 
     base = tmp_path / "models" / "evae"
 
@@ -666,23 +666,24 @@ BAD_FLAGS = [
      "--model_config_file '/no/such.config' does not exist"),
     ("serving.server", [*SERVER, "--model_name", ""], "--model_name must not be empty"),
     ("serving.server", [*SERVER, "--rest_api_port", "-1"],
-     "--rest_api_port must be in 0..65535, got -1"),
+     "argument --rest_api_port: expected an integer in 0..65535, received '-1'"),
     ("serving.server", [*SERVER, "--rest_api_port", "http"],
-     "argument --rest_api_port: invalid int value: 'http'"),
+     "argument --rest_api_port: expected an integer in 0..65535, received 'http'"),
     ("serving.server", [*SERVER, "--rest_api_host", ""], "--rest_api_host must not be empty"),
     ("serving.server", [*SERVER, "--rest_api_num_threads", "0"],
-     "--rest_api_num_threads must be >= 1, got 0"),
+     "argument --rest_api_num_threads: expected a positive int, received '0'"),
     ("serving.server", [*SERVER, "--rest_api_timeout_in_ms", "1.5"],
      "argument --rest_api_timeout_in_ms: invalid int value: '1.5'"),
     ("serving.server", [*SERVER, "--file_system_poll_wait_seconds", "-1"],
-     "--file_system_poll_wait_seconds must be a finite number >= 0, got -1"),
+     "argument --file_system_poll_wait_seconds: expected a finite number >= 0, received '-1'"),
     ("serving.server", [*SERVER, "--file_system_poll_wait_seconds", "nan"],
-     "--file_system_poll_wait_seconds must be a finite number >= 0, got nan"),
+     "argument --file_system_poll_wait_seconds: expected a finite number >= 0, received 'nan'"),
     ("serving.server", [*SERVER, "--max_request_bytes", "0"],
-     "--max_request_bytes must be positive, got 0"),
+     "argument --max_request_bytes: expected a positive int, received '0'"),
     ("serving.server", [*SERVER, "--max_batch_size", "0"],
-     "--max_batch_size must be >= 1, got 0"),
-    ("serving.server", [*SERVER, "--port", "x"], "argument --port: invalid int value: 'x'"),
+     "argument --max_batch_size: expected a positive int, received '0'"),
+    ("serving.server", [*SERVER, "--port", "x"],
+     "argument --port: expected an integer in 0..65535, received 'x'"),
     ("serving.server", [*SERVER, "--enable_batching"], "unrecognized arguments: --enable_batching"),
     # serving.client
     ("serving.client", ["--url", "localhost:8501"],

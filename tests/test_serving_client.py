@@ -1,4 +1,5 @@
-"""Tests of ``serving.client``: the library, the grid helpers and the command line.
+"""Tests of ``serving.client``: the library, the PNG and file helpers it uses, and the
+command line.
 
 They run over REST and over gRPC (the ``endpoint`` fixture), against ``serving.server``
 started in-process with the fixture models of ``tests/serving_fixtures.py``, or, with
@@ -22,14 +23,9 @@ from serving_fixtures import EVAE, VAE
 from werkzeug.serving import make_server
 from werkzeug.wrappers import Response
 
-from serving.client import (
-    ServingClient,
-    ServingError,
-    decode_png,
-    encode_png,
-    make_grid,
-    write_atomic,
-)
+from evae_tf.files import write_bytes_atomic
+from evae_tf.images import encode_png, grid
+from serving.client import ServingClient, ServingError, images_from_outputs
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -167,7 +163,7 @@ def test_constructor_checks_arguments():
 
 
 # --------------------------------------------------------------------------------------
-# Grid and files
+# Grid, PNGs and files (``evae_tf.images``, ``evae_tf.files``, ``images_from_outputs``)
 # --------------------------------------------------------------------------------------
 
 
@@ -175,42 +171,53 @@ def test_constructor_checks_arguments():
     "n, ncols, grid_shape",
     [(16, None, (4, 4)), (5, None, (2, 3)), (3, None, (2, 2)), (1, None, (1, 1)), (6, 6, (1, 6))],
 )
-def test_make_grid_layout(n, ncols, grid_shape):
+def test_grid_layout(n, ncols, grid_shape):
     images = np.random.default_rng(0).random((n, 3, 2, 1)).astype(np.float32)
-    grid = make_grid(images, ncols)
+    tiled = grid(images, ncols)
     rows, cols = grid_shape
-    assert grid.shape == (rows * 3, cols * 2, 1)
+    assert tiled.shape == (rows * 3, cols * 2, 1)
     for index in range(n):
         row, col = divmod(index, cols)
         np.testing.assert_array_equal(
-            grid[row * 3 : row * 3 + 3, col * 2 : col * 2 + 2], images[index]
+            tiled[row * 3 : row * 3 + 3, col * 2 : col * 2 + 2], images[index]
         )
-    assert grid[rows * 3 - 3 :, (n - (rows - 1) * cols) * 2 :].sum() == 0  # empty cells
+    assert tiled[rows * 3 - 3 :, (n - (rows - 1) * cols) * 2 :].sum() == 0  # empty cells
 
 
-def test_make_grid_padding_and_errors():
-    grid = make_grid(np.ones((4, 2, 2, 3)), padding=1)
-    assert grid.shape == (5, 5, 3)
-    assert grid[2].sum() == 0 and grid[:, 2].sum() == 0
+def test_grid_padding_and_errors():
+    tiled = grid(np.ones((4, 2, 2, 3)), padding=1)
+    assert tiled.shape == (5, 5, 3)
+    assert tiled[2].sum() == 0 and tiled[:, 2].sum() == 0
     with pytest.raises(ValueError, match="non-empty"):
-        make_grid(np.ones((0, 2, 2, 1)))
+        grid(np.ones((0, 2, 2, 1)))
     with pytest.raises(ValueError, match="ncols must be >= 1"):
-        make_grid(np.ones((2, 2, 2, 1)), ncols=0)
+        grid(np.ones((2, 2, 2, 1)), ncols=0)
 
 
-def test_png_round_trip():
+def test_png_round_trip_through_images_from_outputs():
     rgb = np.random.default_rng(1).integers(0, 256, (4, 5, 3), dtype=np.uint8)
-    np.testing.assert_array_equal(decode_png(encode_png(rgb)), rgb)
     gray = np.linspace(0, 1, 20, dtype=np.float32).reshape(4, 5, 1)
-    np.testing.assert_array_equal(
-        decode_png(encode_png(gray)), np.round(gray * 255).astype(np.uint8)
-    )
+    [decoded_rgb] = images_from_outputs({"png_bytes": [encode_png(rgb)]})
+    np.testing.assert_array_equal(np.round(decoded_rgb * 255), rgb)
+    decoded_gray = images_from_outputs({"png_bytes": [encode_png(gray)] * 2})
+    assert decoded_gray.shape == (2, 4, 5, 1) and decoded_gray.dtype == np.float32
+    np.testing.assert_array_equal(np.round(decoded_gray[1] * 255), np.round(gray * 255))
 
 
-def test_write_atomic_replaces_and_leaves_no_temp_files(tmp_path):
+def test_images_from_outputs_falls_back_and_reports_bad_outputs():
+    images = np.zeros((2, 3, 3, 1), np.float32)
+    np.testing.assert_array_equal(images_from_outputs({"images": images.tolist()}), images)
+    with pytest.raises(ServingError, match="png_bytes are not PNG images") as info:
+        images_from_outputs({"png_bytes": [b"not a png"]})
+    assert info.value.status == 200
+    with pytest.raises(ServingError, match="no 'png_bytes' or 'images'"):
+        images_from_outputs({"z": []})
+
+
+def test_write_bytes_atomic_replaces_and_leaves_no_temp_files(tmp_path):
     target = tmp_path / "sub" / "file.png"
-    write_atomic(target, b"one")
-    write_atomic(target, b"two")
+    write_bytes_atomic(target, b"one")
+    write_bytes_atomic(target, b"two")
     assert target.read_bytes() == b"two"
     assert os.listdir(target.parent) == ["file.png"]
 
@@ -243,17 +250,18 @@ def test_cli_writes_grid_and_individual_pngs(endpoint, tmp_path):
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     height, width, _ = EVAE.image_shape
-    with Image.open(out) as grid:
-        assert grid.size == (3 * width, 2 * height)  # 6 images: 2 rows of 3
-        assert grid.mode == "L"
-        pixels = np.asarray(grid)
+    with Image.open(out) as png:
+        assert png.size == (3 * width, 2 * height)  # 6 images: 2 rows of 3
+        assert png.mode == "L"
+        pixels = np.asarray(png)
     files = sorted((tmp_path / "each").iterdir())
     assert [f.name for f in files] == [f"{i:04d}.png" for i in range(6)]
     with ServingClient(endpoint, "evae") as client:
         images = client.sample(6, seed=0)
-    fifth = decode_png(files[4].read_bytes())
-    np.testing.assert_array_equal(fifth, np.round(images[4] * 255))
-    np.testing.assert_array_equal(pixels[height:, width : 2 * width], fifth[..., 0])
+    [fifth] = images_from_outputs({"png_bytes": [files[4].read_bytes()]})
+    np.testing.assert_array_equal(fifth, images[4])
+    fifth_pixels = np.round(fifth[..., 0] * 255)
+    np.testing.assert_array_equal(pixels[height:, width : 2 * width], fifth_pixels)
     assert sorted(os.listdir(tmp_path)) == ["each", "grid.png"]  # no temp files left
 
 
@@ -264,8 +272,8 @@ def test_cli_rgb_model_and_pinned_version(endpoint, tmp_path):
     )
     assert result.returncode == 0, result.stderr
     height, width, _ = VAE.image_shape
-    with Image.open(out) as grid:
-        assert (grid.size, grid.mode) == ((2 * width, 2 * height), "RGB")
+    with Image.open(out) as png:
+        assert (png.size, png.mode) == ((2 * width, 2 * height), "RGB")
 
 
 def test_cli_decodes_given_latents(endpoint, tmp_path):
@@ -275,9 +283,9 @@ def test_cli_decodes_given_latents(endpoint, tmp_path):
     result = run_client("--url", endpoint, "--latent", str(tmp_path / "z.npy"), "--out", str(out))
     assert result.returncode == 0, result.stderr
     with ServingClient(endpoint, "evae") as client:
-        expected = make_grid(client.decode(z))
-    with Image.open(out) as grid:
-        np.testing.assert_array_equal(np.asarray(grid), np.round(expected[..., 0] * 255))
+        expected = grid(client.decode(z))
+    with Image.open(out) as png:
+        np.testing.assert_array_equal(np.asarray(png), np.round(expected[..., 0] * 255))
 
 
 def test_cli_grpc_flag_and_signature(grpc_address, tmp_path):
@@ -285,9 +293,9 @@ def test_cli_grpc_flag_and_signature(grpc_address, tmp_path):
     result = run_client("--grpc", grpc_address, "--num", "4", "--seed", "3", "--out", str(out))
     assert result.returncode == 0, result.stderr
     with ServingClient(f"grpc://{grpc_address}", "evae") as client:
-        expected = make_grid(client.sample(4, seed=3))
-    with Image.open(out) as grid:
-        np.testing.assert_array_equal(np.asarray(grid), np.round(expected[..., 0] * 255))
+        expected = grid(client.sample(4, seed=3))
+    with Image.open(out) as png:
+        np.testing.assert_array_equal(np.asarray(png), np.round(expected[..., 0] * 255))
     result = run_client("--grpc", grpc_address, "--signature", "nope", "--out", str(out))
     assert result.returncode == 1
     assert last_line(result) == 'error: Serving signature name: "nope" not found in signature def'

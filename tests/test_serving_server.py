@@ -48,7 +48,7 @@ from serving.config import (
     select_versions,
     single_model_config,
 )
-from serving.core import Servable, Signature, TensorInfo
+from serving.core import Servable, Signature
 from serving.server import ModelServer
 
 REPO = Path(__file__).resolve().parents[1]
@@ -607,13 +607,8 @@ def test_version_labels(tmp_path):
 
 
 def _fake_servable(call) -> Servable:
-    signature = Signature(
-        "serving_default",
-        {"x": TensorInfo(tf.float32, (None,))},
-        {"y": TensorInfo(tf.float32, (None,))},
-        "tensorflow/serving/predict",
-        call,
-    )
+    inputs = {"x": tf.TensorSpec([None], tf.float32)}
+    signature = Signature("serving_default", inputs, "tensorflow/serving/predict", call)
     return Servable("fake", 1, "/nowhere", {"serving_default": signature}, {})
 
 
@@ -868,7 +863,7 @@ def run_server_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProce
         ([], "error: one of --model_base_path or --model_config_file is required"),
         (
             ["--model_base_path", ".", "--rest_api_port", "70000"],
-            "error: --rest_api_port must be in 0..65535, got 70000",
+            "argument --rest_api_port: expected an integer in 0..65535, received '70000'",
         ),
         (["--enable_batching"], "error: unrecognized arguments: --enable_batching"),
     ],
