@@ -39,6 +39,7 @@ from pathlib import Path
 import orjson
 import requests
 
+from bench.machine import one_line
 from evae_tf.cli import positive
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -95,17 +96,18 @@ class Server:
     """``python -m serving.server`` in a subprocess, its log in a file."""
 
     def __init__(self, model_dir: Path, log_path: Path, threads: int | None,
-                 grpc: bool = False):
+                 grpc: bool = False, extra_args: list[str] = (), root: Path = ROOT):
         self.grpc_port = _free_port() if grpc else 0
         cmd = [sys.executable, "-m", "serving.server", f"--model_name={MODEL_NAME}",
                f"--model_base_path={model_dir}", "--rest_api_port=0",
                f"--port={self.grpc_port}", "--file_system_poll_wait_seconds=0"]
         if threads:
             cmd.append(f"--rest_api_num_threads={threads}")
+        cmd.extend(extra_args)
         self.log_path = log_path
         self._log = open(log_path, "w")  # noqa: SIM115 (closed in stop())
         env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-        self.process = subprocess.Popen(cmd, cwd=ROOT, stdout=self._log, stderr=self._log,
+        self.process = subprocess.Popen(cmd, cwd=root, stdout=self._log, stderr=self._log,
                                         env=env)
         self.url = self._wait_for_port()
 
@@ -230,7 +232,8 @@ def run(args) -> dict:
             model_dir, exported = work / MODEL_NAME, True
             export_fresh_decoder(model_dir)
         server = Server(model_dir, work / "server.log", args.server_threads,
-                        grpc=args.protocol == "grpc")
+                        grpc=args.protocol == "grpc", extra_args=args.server_arg,
+                        root=Path(args.server_root).resolve())
         try:
             return measure(args, server, exported)
         finally:
@@ -240,6 +243,9 @@ def run(args) -> dict:
 
 
 def measure(args, server: Server, exported: bool) -> dict:
+    from bench.machine import describe, load_average
+
+    machine = describe()  # the server turns oneDNN on unless TF_ENABLE_ONEDNN_OPTS is set
     clients = Clients(server.url, args.concurrency, args.num, args.timeout)
     print(f"Warming up for {args.warmup:g}s with {args.concurrency} clients ...", flush=True)
     clients.start()
@@ -259,7 +265,9 @@ def measure(args, server: Server, exported: bool) -> dict:
     latencies = [1000 * s for s in clients.latencies]
     count = len(latencies) + len(clients.errors)
     mib = 1 << 20
+    machine["load_average_after"] = load_average()
     return {
+        "machine": machine,
         "config": {
             "protocol": args.protocol,
             "duration_s": float(args.duration),
@@ -268,6 +276,8 @@ def measure(args, server: Server, exported: bool) -> dict:
             "num_samples": args.num,
             "model": "fresh EVAE 32x32x1 d=64" if exported else str(args.model_dir),
             "server_threads": args.server_threads,
+            "server_args": args.server_arg,
+            "server_root": None if Path(args.server_root).resolve() == ROOT else args.server_root,
             "cpus": os.cpu_count(),
         },
         "requests": count,
@@ -296,7 +306,11 @@ def report(figures: dict) -> str:
     config = figures["config"]
     return "\n".join([
         f"load test ({config.get('protocol', 'rest')}): {config['concurrency']} clients x {config['duration_s']:g}s, "
-        f"num_samples={config['num_samples']}, model: {config['model']}",
+        f"num_samples={config['num_samples']}, model: {config['model']}"
+        + (f", server flags: {' '.join(config['server_args'])}" if config.get("server_args") else ""),
+        *([f"  machine    : {one_line(figures['machine'])} -> "
+           f"{'/'.join(map(str, figures['machine'].get('load_average_after') or []))}"]
+          if "machine" in figures else []),
         f"  requests   : {figures['requests']} ({figures['throughput_rps']:.1f}/s, "
         f"{figures['images_per_s']:.0f} images/s)",
         f"  errors     : {figures['errors']}",
@@ -322,6 +336,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "EVAE decoder)")
     p.add_argument("--server-threads", type=positive(int), default=None,
                    help="--rest_api_num_threads of the server (default: its own)")
+    p.add_argument("--server-arg", action="append", default=[], metavar="FLAG",
+                   help="another serving.server flag, e.g. "
+                        "--server-arg=--tensorflow_intra_op_parallelism=1 (repeatable)")
+    p.add_argument("--server-root", default=str(ROOT),
+                   help="checkout whose serving.server is run (e.g. an older commit's worktree)")
     p.add_argument("--timeout", type=positive(float), default=60.0, help="seconds per request")
     p.add_argument("--out", default=str(ROOT / "runs" / "load_test.json"), help="JSON results")
     return p

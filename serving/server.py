@@ -62,7 +62,7 @@ class ModelServer:
         self._http = self._grpc = None  # waitress's server, gRPC's server
         self.grpc_port: int | None = None
         self._thread: threading.Thread | None = None
-        self._stopped, self._lock, self._serving = threading.Event(), threading.Lock(), False
+        self._stopped, self._lock = threading.Event(), threading.Lock()
 
     def _address(self, port: int) -> str:
         return f"[{self._host}]:{port}" if ":" in self._host else f"{self._host}:{port}"
@@ -83,11 +83,10 @@ class ModelServer:
             raise RuntimeError("gRPC is not served")
         return self._address(self.grpc_port)
 
-    def bind(self) -> ModelServer:
-        """Bind the sockets, load the models' initial versions and start polling.
-
-        Connections made meanwhile wait in the REST backlog / gRPC's queue.
-        """
+    def start(self) -> ModelServer:
+        """Bind the sockets, load the models' initial versions, start polling, and serve
+        both protocols from background threads. Connections made while the models load
+        wait in the REST backlog / gRPC's queue."""
         if self._port is not None:
             self._http = create_server(
                 self.app, host=self._host, port=self._port, threads=self.predictor.num_threads,
@@ -108,25 +107,17 @@ class ModelServer:
         self.registry.start_polling()
         if self._grpc is not None:
             self._grpc.start()
+        if self._http is not None:  # its loop returns once shutdown() has closed every channel
+            self._thread = threading.Thread(target=self._http.run, name="rest", daemon=True)
+            self._thread.start()
         return self
 
-    def serve_forever(self) -> None:
-        """Serve until ``shutdown()`` (REST on this thread; gRPC on its own)."""
-        with self._lock:
-            self._serving = self._http is not None and not self._stopped.is_set()
-        if self._serving:
-            self._http.run()  # returns once shutdown() has closed every channel
+    def wait(self) -> None:
+        """Block until ``shutdown()``."""
         self._stopped.wait()
 
-    def start(self) -> ModelServer:
-        """``bind()`` and serve from a background thread."""
-        self.bind()
-        self._thread = threading.Thread(target=self.serve_forever, name="serve", daemon=True)
-        self._thread.start()
-        return self
-
     def shutdown(self) -> None:
-        """Stop serving (safe from any thread but the serving one)."""
+        """Stop serving; safe from any thread, and more than once."""
         with self._lock:
             if self._stopped.is_set():
                 return
@@ -134,7 +125,7 @@ class ModelServer:
         self.registry.request_stop()
         if self._grpc is not None:
             self._grpc.stop(grace=5).wait()
-        if self._serving:
+        if self._http is not None:
             http = self._http
             try:  # close every channel from the loop's own thread, which then returns
                 http.trigger.pull_trigger(lambda: wasyncore.close_all(http._map))
@@ -142,12 +133,10 @@ class ModelServer:
                 wasyncore.close_all(http._map)
 
     def close(self) -> None:
+        self.shutdown()
         if self._thread is not None:
-            self.shutdown()
             self._thread.join(timeout=30)
             self._thread = None
-        elif self._grpc is not None:
-            self._grpc.stop(grace=None)
         if self._http is not None:
             wasyncore.close_all(self._http._map)
             self._http.task_dispatcher.shutdown()
@@ -243,20 +232,20 @@ def main(argv: list[str] | None = None) -> int:
 
     def on_signal(signum, _frame):
         logger.info("Received %s, shutting down", signal.Signals(signum).name)
-        # shutdown() waits for serve_forever() to return: call it off this thread.
+        # shutdown() waits for gRPC's grace period: call it off the signal handler.
         threading.Thread(target=server.shutdown, daemon=True).start()
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
     try:
-        server.bind()
+        server.start()
     except (OSError, RuntimeError) as e:
         server.close()
         print(f"error: cannot serve on {args.host} (ports {args.rest_api_port}, {args.port}): {e}",
               file=sys.stderr)
         return 1
     try:
-        server.serve_forever()
+        server.wait()
     finally:
         server.close()
     logger.info("Server stopped")
