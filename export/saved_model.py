@@ -196,7 +196,10 @@ def decoder_archive(decoder, latent_dim: int, draws):
     def decode(z):
         images = tf.cast(decoder(z, training=False), tf.float32)
         pixels = tf.cast(tf.clip_by_value(tf.round(images * 255.0), 0.0, 255.0), tf.uint8)
-        png_bytes = tf.map_fn(tf.io.encode_png, pixels, fn_output_signature=tf.string)
+        # Stored (compression 0) PNGs: half the CPU of zlib's default level, which is a
+        # quarter of a sample(16) request's; a 32x32 image is 1.1 KB instead of ~0.65 KB.
+        png_bytes = tf.map_fn(lambda image: tf.io.encode_png(image, compression=0), pixels,
+                              fn_output_signature=tf.string)
         return images, png_bytes
 
     @tf.function

@@ -1,7 +1,6 @@
-"""``--model_config_file``: TF Serving's ``ModelServerConfig`` text proto.
-
-Read with protobuf's ``text_format`` into ``tensorflow_serving.config`` protos (see
-``docs/serving.md``); the registry uses the ``ModelConfig`` messages as they are::
+"""``--model_config_file``: TF Serving's ``ModelServerConfig`` text proto, read with
+protobuf's ``text_format`` into the ``tensorflow_serving.config`` messages the registry
+uses as they are (``docs/serving.md``)::
 
     configs = read_model_config_file("serving/models.config")
     configs[0].name, configs[0].base_path  # ('evae', '/models/evae')
@@ -17,19 +16,17 @@ from pathlib import Path
 from google.protobuf import text_format
 from tensorflow_serving.config import model_server_config_pb2
 
+ModelConfig = model_server_config_pb2.ModelConfig
+
 
 class ModelConfigError(ValueError):
     """A model config file that cannot be parsed or is not valid (one line, file named)."""
 
 
-ModelConfig = model_server_config_pb2.ModelConfig
-
-
 def single_model_config(name: str, base_path: str | os.PathLike) -> ModelConfig:
     """The config of ``--model_name`` / ``--model_base_path`` (latest version only)."""
-    return ModelConfig(
-        name=name, base_path=str(Path(base_path).resolve()), model_platform="tensorflow"
-    )
+    return ModelConfig(name=name, base_path=str(Path(base_path).resolve()),
+                       model_platform="tensorflow")
 
 
 def select_versions(config: ModelConfig, available: list[int]) -> set[int]:
@@ -44,31 +41,27 @@ def select_versions(config: ModelConfig, available: list[int]) -> set[int]:
     return set(sorted(available, reverse=True)[: max(num, 1)])
 
 
-def _check(config: ModelConfig, base_dir: Path) -> str | None:
-    """The problem with one model's config, or None; resolves a relative base_path."""
+def _problem(config: ModelConfig) -> str | None:
+    """What is wrong with one model's config, or None."""
+    policy = config.model_version_policy
+    kind = policy.WhichOneof("policy_choice")
     if not config.name:
         return "a model config has no name"
     if not config.base_path:
         return f"model {config.name!r} has no base_path"
     if config.model_platform != "tensorflow":
-        return (
-            f"model {config.name!r}: model_platform must be 'tensorflow', "
-            f"got {config.model_platform!r}"
-        )
-    policy = config.model_version_policy
-    kind = policy.WhichOneof("policy_choice")
+        return (f"model {config.name!r}: model_platform must be 'tensorflow', "
+                f"got {config.model_platform!r}")
     if kind == "latest" and policy.latest.num_versions < 1:
         return f"model {config.name!r}: num_versions must be >= 1"
     if kind == "specific" and not policy.specific.versions:
         return f"model {config.name!r}: the specific version policy lists no versions"
-    config.base_path = str(base_dir / config.base_path)  # an absolute path stays as is
     return None
 
 
-def parse_model_config(
-    text: str, base_dir: str | os.PathLike = ".", source: str = "<config>"
-) -> list[ModelConfig]:
-    """Parse a ``ModelServerConfig`` text proto into its ``ModelConfig`` messages.
+def parse_model_config(text: str, base_dir: str | os.PathLike = ".",
+                       source: str = "<config>") -> list[ModelConfig]:
+    """The ``ModelConfig`` messages of a ``ModelServerConfig`` text proto.
 
     Raises:
         ModelConfigError: ``source:line:column : problem`` for syntax errors,
@@ -82,14 +75,14 @@ def parse_model_config(
     if server_config.WhichOneof("config") == "custom_model_config":
         raise ModelConfigError(f"{source}: custom_model_config is not supported")
     configs = list(server_config.model_config_list.config)
-    seen: set[str] = set()
+    names = [config.name for config in configs]
     for config in configs:
-        problem = _check(config, Path(base_dir))
-        if problem is None and config.name in seen:
+        problem = _problem(config)
+        if problem is None and names.count(config.name) > 1:
             problem = f"Illegal to list model {config.name} multiple times in config list"
         if problem:
             raise ModelConfigError(f"{source}: {problem}")
-        seen.add(config.name)
+        config.base_path = str(Path(base_dir) / config.base_path)  # an absolute one stays
     return configs
 
 

@@ -1,11 +1,9 @@
-"""The model registry and the predict core that REST and gRPC share.
+"""The model registry and the predict core that REST and gRPC share (``docs/serving.md``).
 
-``load_servable`` loads one version directory. ``ModelRegistry`` loads the versions a
-``ModelConfig``'s policy asks for and swaps new ones in, as TF Serving does
-(``docs/serving.md``). ``Predictor`` resolves a model spec to a signature, checks the
-inputs against it and the server's limits, and runs it under the predict deadline. The
-protocols only parse and format; every error is a ``ServingError`` carrying a canonical
-code from ``error_codes.proto``.
+``ModelRegistry`` loads the versions each ``ModelConfig``'s policy asks for and swaps new
+ones in, as TF Serving does. ``Predictor`` resolves a model spec to a signature, checks
+the inputs against it and the server's limits, and runs it under the predict deadline.
+Every error is a ``ServingError`` with a canonical code from ``error_codes.proto``.
 """
 
 from __future__ import annotations
@@ -24,7 +22,6 @@ from typing import Any
 
 import numpy as np
 import tensorflow as tf
-from google.protobuf import text_format
 from tensorflow.core.protobuf import error_codes_pb2, saved_model_pb2
 
 from serving.config import ModelConfig, select_versions
@@ -71,7 +68,6 @@ class Servable:
 
     name: str
     version: int
-    path: str
     signatures: Mapping[str, Signature]
     signature_defs: Any  # the MetaGraphDef's map<string, SignatureDef>, for metadata
     handle: Any = None  # keeps the loaded SavedModel (and its variables) alive
@@ -85,12 +81,8 @@ def _tf_error_message(message: str) -> str:
 
 
 def _signature_defs(path: Path):
-    """The ``serve`` MetaGraphDef's signature map, from ``saved_model.pb`` (or ``.pbtxt``)."""
-    saved_model = saved_model_pb2.SavedModel()
-    if (path / "saved_model.pb").exists():
-        saved_model.ParseFromString((path / "saved_model.pb").read_bytes())
-    else:
-        text_format.Parse((path / "saved_model.pbtxt").read_text(), saved_model)
+    """The ``serve`` MetaGraphDef's signature map (``saved_model.pb``), for metadata."""
+    saved_model = saved_model_pb2.SavedModel.FromString((path / "saved_model.pb").read_bytes())
     for meta_graph in saved_model.meta_graphs:
         if set(meta_graph.meta_info_def.tags) == {"serve"}:
             return meta_graph.signature_def
@@ -120,7 +112,7 @@ def load_servable(name: str, version: int, path: str | os.PathLike) -> Servable:
         specs = function.structured_input_signature[1] if function is not None else {}
         call = _make_call(function, specs) if function is not None else None
         signatures[sig_name] = Signature(sig_name, specs, sig_def.method_name, call)
-    return Servable(name, version, str(path), signatures, signature_defs, loaded)
+    return Servable(name, version, signatures, signature_defs, loaded)
 
 
 # --- Model registry: versions on disk -> loaded servables ------------------------------
@@ -135,16 +127,10 @@ class VersionState:
 
 
 def list_version_dirs(base_path: str | os.PathLike) -> dict[int, Path]:
-    """Integer-named subdirectories holding a ``saved_model.pb`` (or ``.pbtxt``)."""
-    versions: dict[int, Path] = {}
+    """Integer-named subdirectories holding a ``saved_model.pb``."""
     with os.scandir(base_path) as entries:
-        for entry in entries:
-            path = Path(entry.path)
-            if re.fullmatch(r"[0-9]+", entry.name) and entry.is_dir() and (
-                (path / "saved_model.pb").is_file() or (path / "saved_model.pbtxt").is_file()
-            ):
-                versions.setdefault(int(entry.name), path)
-    return versions
+        paths = [Path(e.path) for e in entries if re.fullmatch(r"[0-9]+", e.name) and e.is_dir()]
+    return {int(p.name): p for p in sorted(paths, reverse=True) if (p / "saved_model.pb").is_file()}
 
 
 def _fingerprint(path: Path) -> tuple:
@@ -193,19 +179,16 @@ class ModelRegistry:
                 self._refresh(model)
 
     def start_polling(self) -> None:
+        """Poll every ``poll_wait_seconds`` from a thread (never if that is 0)."""
         if self._poll_wait_seconds > 0 and self._thread is None:
             self._thread = threading.Thread(target=self._poll_loop, name="poller", daemon=True)
             self._thread.start()
 
-    def request_stop(self) -> None:
-        """Make a running poll return early; ``stop()`` also waits for the poller."""
+    def stop(self, wait: bool = True) -> None:
+        """End polling (a running poll returns early); ``wait`` for the poller to end."""
         self._stop.set()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
+        if wait and self._thread is not None:
             self._thread.join(timeout=30)
-            self._thread = None
 
     def _poll_loop(self) -> None:
         while not self._stop.wait(self._poll_wait_seconds):
@@ -297,10 +280,9 @@ class ModelSpec:
     signature_name: str = ""
 
 
-def _shape_string(shape: tf.TensorShape) -> str:
-    if shape.rank is None:
-        return "[?]"
-    return "[" + ",".join("-1" if d is None else str(d) for d in shape.as_list()) + "]"
+def _shape_string(shape: tf.TensorShape) -> str:  # as TF Serving's messages write it
+    dims = shape.as_list() if shape.rank is not None else ["?"]
+    return "[" + ",".join("-1" if d is None else str(d) for d in dims) + "]"
 
 
 class Predictor:
@@ -311,14 +293,14 @@ class Predictor:
         self.registry = registry
         self.num_threads = num_threads or 4 * (os.cpu_count() or 1)
         self.timeout_in_ms, self.max_batch_size = timeout_in_ms, max_batch_size
-        self._slots = threading.BoundedSemaphore(self.num_threads)
         self._executor = concurrent.futures.ThreadPoolExecutor(self.num_threads, "predict")
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
 
-    def signature(self, spec: ModelSpec) -> tuple[Servable, Signature]:
-        """The servable and signature ``spec`` names (NOT_FOUND / INVALID_ARGUMENT)."""
+    def predict(self, spec: ModelSpec, parse: Callable[[Signature], dict[str, np.ndarray]]):
+        """``(servable, outputs)``: resolve ``spec``, ``parse`` the request against its
+        signature, check the inputs and run it."""
         servable = self.registry.get(spec.name, spec.version, spec.label)
         key = spec.signature_name or DEFAULT_SIGNATURE
         signature = servable.signatures.get(key)
@@ -328,7 +310,9 @@ class Predictor:
             raise ServingError(Code.INTERNAL, "Expected prediction signature method_name to be "
                                f"one of {{{', '.join(PREDICT_METHOD_NAMES)}}}. "
                                f"Was: {signature.method_name}")
-        return servable, signature
+        inputs = parse(signature)
+        self.check_inputs(signature, inputs)
+        return servable, self._run(signature.call, inputs)
 
     def check_inputs(self, signature: Signature, inputs: Mapping[str, np.ndarray]) -> None:
         """Names, shapes and the batch limit of ``inputs`` against ``signature``."""
@@ -354,33 +338,20 @@ class Predictor:
                 raise invalid_argument(f"num_samples must be in [1, {limit}]: got {int(array)} "
                                        "(the server's --max_batch_size)")
 
-    def predict(self, spec: ModelSpec, parse: Callable[[Signature], dict[str, np.ndarray]]):
-        """Resolve ``spec``, ``parse`` the request against its signature, check and run.
-
-        Returns ``(servable, outputs)``.
-        """
-        servable, signature = self.signature(spec)
-        inputs = parse(signature)
-        self.check_inputs(signature, inputs)
-        return servable, self._run(signature.call, inputs)
-
     def _run(self, call, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """``call(inputs)`` on a prediction thread, within the deadline."""
-        timeout = self.timeout_in_ms / 1000 if self.timeout_in_ms > 0 else None
-        deadline = None if timeout is None else time.monotonic() + timeout
-        if not self._slots.acquire(timeout=timeout):
-            raise ServingError(Code.UNAVAILABLE,
-                               f"Server overloaded: all {self.num_threads} prediction threads "
-                               f"stayed busy for {self.timeout_in_ms} ms (--rest_api_num_threads)")
+        """``call(inputs)`` on a prediction thread within the deadline: UNAVAILABLE if no
+        thread was free for all of it, DEADLINE_EXCEEDED if the prediction ran over."""
         try:
             future = self._executor.submit(call, inputs)
         except RuntimeError:  # executor shut down
-            self._slots.release()
             raise ServingError(Code.UNAVAILABLE, "Server is shutting down") from None
-        future.add_done_callback(lambda _: self._slots.release())
         try:
-            return future.result(None if deadline is None else max(0.0, deadline - time.monotonic()))
+            return future.result(self.timeout_in_ms / 1000 if self.timeout_in_ms > 0 else None)
         except concurrent.futures.TimeoutError:
-            raise ServingError(Code.DEADLINE_EXCEEDED,
-                               f"Deadline Exceeded: prediction did not finish within "
-                               f"{self.timeout_in_ms} ms (--rest_api_timeout_in_ms)") from None
+            if future.cancel():  # still queued: it never got a thread
+                raise ServingError(Code.UNAVAILABLE, f"Server overloaded: all {self.num_threads} "
+                                   f"prediction threads stayed busy for {self.timeout_in_ms} ms "
+                                   "(--rest_api_num_threads)") from None
+            raise ServingError(Code.DEADLINE_EXCEEDED, "Deadline Exceeded: prediction did not "
+                               f"finish within {self.timeout_in_ms} ms (--rest_api_timeout_in_ms)"
+                               ) from None

@@ -47,7 +47,8 @@ def status_response(registry: ModelRegistry, spec: ModelSpec):
     for state in registry.status(spec.name, spec.version):
         status = response.model_version_status.add(
             version=state.version, state=status_pb2.ModelVersionStatus.State.Value(state.state))
-        status.status.error_code, status.status.error_message = state.error_code, state.error_message
+        status.status.error_code = state.error_code
+        status.status.error_message = state.error_message
     return response
 
 
@@ -74,7 +75,7 @@ def to_json(response) -> bytes:
         return orjson.dumps(_to_dict(response))
     signature_map = metadata_pb2.SignatureDefMap()
     response.metadata["signature_def"].Unpack(signature_map)
-    model_spec = {**_to_dict(response.model_spec), "version": str(response.model_spec.version.value)}
+    model_spec = _to_dict(response.model_spec) | {"version": str(response.model_spec.version.value)}
     return orjson.dumps({"model_spec": model_spec,
                          "metadata": {"signature_def": _to_dict(signature_map)}})
 

@@ -1,16 +1,8 @@
-"""A local model server with TensorFlow Serving's REST and gRPC APIs.
+"""A local stand-in for TensorFlow Serving (machines without Docker): the same layout,
+URLs, RPCs, messages, status codes and flags (``docs/serving.md``)::
 
-For machines without Docker: serves SavedModels laid out for TF Serving
-(``<base_path>/<version>/saved_model.pb``) with the same URLs, RPCs, messages and status
-codes (``docs/serving.md``)::
-
-    python -m serving.server --model_name evae --model_base_path models/evae \\
-        --rest_api_port 8501 --port 8500
+    python -m serving.server --model_name evae --model_base_path models/evae  # REST 8501, gRPC 8500
     python -m serving.server --model_config_file serving/models.config
-
-Flags are ``tensorflow_model_server``'s: ``--port`` is gRPC (0 disables it),
-``--rest_api_port`` REST (0 picks a free port). ``--host``, ``--max_request_bytes`` and
-``--max_batch_size`` are this server's own. Loading follows TF Serving (``serving.core``).
 """
 
 from __future__ import annotations
@@ -49,13 +41,11 @@ class ModelServer:
 
     def __init__(self, configs: list[ModelConfig], *, host: str = "127.0.0.1",
                  port: int | None = 8501, grpc_port: int | None = None,
-                 poll_wait_seconds: float = 1.0,
-                 max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
-                 num_threads: int | None = None, timeout_in_ms: int = 30_000,
-                 max_batch_size: int = DEFAULT_MAX_BATCH_SIZE, loader=load_servable):
+                 poll_wait_seconds: float = 1.0, loader=load_servable,
+                 max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES, **limits):
+        """``limits``: ``Predictor``'s ``num_threads``, ``timeout_in_ms``, ``max_batch_size``."""
         self.registry = ModelRegistry(configs, poll_wait_seconds, loader)
-        self.predictor = Predictor(self.registry, num_threads=num_threads,
-                                   timeout_in_ms=timeout_in_ms, max_batch_size=max_batch_size)
+        self.predictor = Predictor(self.registry, **limits)
         self.app = RestApp(self.predictor, max_request_bytes)
         self.max_request_bytes = max_request_bytes
         self._host, self._port, self._grpc_port = host, port, grpc_port
@@ -112,17 +102,13 @@ class ModelServer:
             self._thread.start()
         return self
 
-    def wait(self) -> None:
-        """Block until ``shutdown()``."""
-        self._stopped.wait()
-
     def shutdown(self) -> None:
         """Stop serving; safe from any thread, and more than once."""
         with self._lock:
             if self._stopped.is_set():
                 return
             self._stopped.set()
-        self.registry.request_stop()
+        self.registry.stop(wait=False)
         if self._grpc is not None:
             self._grpc.stop(grace=5).wait()
         if self._http is not None:
@@ -245,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 1
     try:
-        server.wait()
+        server._stopped.wait()  # until a signal's shutdown()
     finally:
         server.close()
     logger.info("Server stopped")
