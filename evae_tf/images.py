@@ -58,3 +58,13 @@ def encode_png(image) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(image).save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+def decode_png(data: bytes) -> np.ndarray:
+    """PNG bytes -> ``[H, W, C]`` float32 in [0, 1] (C = 1 for grayscale); the inverse of
+    :func:`encode_png` for uint8 images."""
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as image:
+        pixels = np.asarray(image, dtype=np.float32) / 255.0
+    return pixels[..., None] if pixels.ndim == 2 else pixels

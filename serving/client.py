@@ -1,25 +1,19 @@
-"""Client for a decoder served by TensorFlow Serving (or ``serving.server``), REST or gRPC.
+"""Client for a decoder served by TensorFlow Serving (or ``serving.server``), REST or gRPC::
 
     with ServingClient("http://localhost:8501", "evae") as client:  # or "grpc://host:8500"
         images = client.sample(16, seed=0)  # [16, H, W, C] float32 in [0, 1]
         prior = client.sample(16, 0, signature_name="sample_prior")
-        decoded = client.decode(z)          # z: [N, latent_dim]
-    png = encode_png(grid(images))          # evae_tf.images
 
-The command line writes the grid PNG atomically (``--individual-dir``: one PNG per image)::
+    python -m serving.client --url http://localhost:8501 --num 16 --out samples.png
 
-    python -m serving.client --url http://localhost:8501 --model evae --num 16 --seed 0 \\
-        --out samples.png [--grpc localhost:8500] [--signature sample_prior] [--latent z.npy]
-
-Failures raise :class:`ServingError` (HTTP status or gRPC code name, canonical ``code``, the
-server's message); the command line prints the message and exits with status 1.
+Failures raise :class:`ServingError`; the command line prints its message and exits with 1.
 """
 
 from __future__ import annotations
 
 import argparse
 import base64
-import io
+import contextlib
 import json
 import math
 import os
@@ -34,8 +28,9 @@ import numpy as np
 import orjson
 import requests
 
+from evae_tf.cli import positive
 from evae_tf.files import write_bytes_atomic
-from evae_tf.images import encode_png, grid
+from evae_tf.images import decode_png, encode_png, grid
 
 # HTTP status -> canonical code (the first of several: 400 is also FAILED_PRECONDITION).
 _CODE_BY_HTTP = {
@@ -103,17 +98,15 @@ def _json_default(value: Any) -> Any:
 
 def _json_object(response: requests.Response, url: str) -> dict[str, Any]:
     """The JSON object of a 200 answer; otherwise a :class:`ServingError`."""
-    status = response.status_code
+    status, answer = response.status_code, None
     try:
         answer = orjson.loads(response.content)
     except orjson.JSONDecodeError:
-        try:  # NaN / Infinity tokens, which TF Serving writes
+        with contextlib.suppress(ValueError):  # NaN / Infinity tokens, which TF Serving writes
             answer = json.loads(response.content)
-        except ValueError:
-            snippet = response.text[:200].strip()
-            raise ServingError(f"bad response from {url}: not JSON: {snippet!r}", status) from None
     if not isinstance(answer, dict):
-        raise ServingError(f"bad response from {url}: expected a JSON object", status)
+        snippet = response.text[:200].strip()
+        raise ServingError(f"bad response from {url}: not JSON (an object): {snippet!r}", status)
     if status != 200:
         error = answer.get("error") or f"unexpected error response: {response.text[:200]!r}"
         raise ServingError(str(error), status)
@@ -159,16 +152,13 @@ class _Grpc:
     def status(self) -> dict[str, Any]:
         from tensorflow_serving.apis.get_model_status_pb2 import GetModelStatusRequest
 
-        return _to_dict(self._call(self._model.GetModelStatus, GetModelStatusRequest))
+        return _rest_json(self._call(self._model.GetModelStatus, GetModelStatusRequest))
 
     def metadata(self) -> dict[str, Any]:
-        from tensorflow_serving.apis import get_model_metadata_pb2 as pb
+        from tensorflow_serving.apis.get_model_metadata_pb2 import GetModelMetadataRequest
 
-        response = self._call(self._predict.GetModelMetadata, pb.GetModelMetadataRequest,
-                              metadata_field=["signature_def"])  # fmt: skip
-        answer = _to_dict(response)  # unpacks the Any, which REST's JSON shows without its type
-        del answer["metadata"]["signature_def"]["@type"]
-        return answer
+        return _rest_json(self._call(self._predict.GetModelMetadata, GetModelMetadataRequest,
+                                     metadata_field=["signature_def"]))
 
     def predict(self, inputs: Mapping[str, Any], signature_name: str) -> dict[str, Any]:
         import tensorflow as tf
@@ -195,18 +185,15 @@ class _Grpc:
             raise ServingError(details or str(code), code.name) from None
 
 
-def _to_dict(message) -> dict[str, Any]:
-    """A protobuf message as REST's JSON."""
-    from google.protobuf import json_format
+def _rest_json(response) -> dict[str, Any]:
+    """A status or metadata response as REST's JSON, by the server's own formatter."""
+    from serving.grpc_api import to_json
 
-    return json_format.MessageToDict(
-        message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
-    )
+    return orjson.loads(to_json(response))
 
 
 class ServingClient:
-    """Client for one model (optionally one version) of a TF Serving server; ``url`` is
-    ``http(s)://host:port`` for REST or ``grpc://host:port`` for gRPC."""
+    """One model (version) of a TF Serving server at ``http(s)://`` (REST) or ``grpc://``."""
 
     def __init__(self, url: str, model: str, version: int | None = None, timeout: float = 30):
         if not url.startswith(("http://", "https://", "grpc://")):
@@ -255,11 +242,9 @@ class ServingClient:
         return images_from_outputs(self.sample_outputs(num, seed, signature_name))
 
     def decode_outputs(self, z: np.ndarray) -> dict[str, Any]:
-        """``serving_default`` outputs for latents ``z`` [N, latent_dim]."""
-        z = np.asarray(z, dtype=np.float32)
-        if z.ndim != 2 or len(z) == 0:
-            raise ValueError(f"z must be a non-empty [N, latent_dim] array. Received: {z.shape=}")
-        return self.predict({"z": z})
+        """``serving_default`` outputs for latents ``z`` [N, latent_dim] (the server checks
+        the shape)."""
+        return self.predict({"z": np.asarray(z, dtype=np.float32)})
 
     def decode(self, z: np.ndarray) -> np.ndarray:
         """Images for latents ``z`` [N, latent_dim]: [N, H, W, C] float32 in [0, 1]."""
@@ -268,18 +253,14 @@ class ServingClient:
 
 def images_from_outputs(outputs: Mapping[str, Any]) -> np.ndarray:
     """[N, H, W, C] float32 in [0, 1] from ``png_bytes`` (or else ``images``)."""
-    from PIL import Image
-
     if "png_bytes" not in outputs:
         if "images" in outputs:
             return np.asarray(outputs["images"], dtype=np.float32)
         raise ServingError(f"bad response: no 'png_bytes' or 'images' in {sorted(outputs)}", 200)
     try:
-        pixels = np.stack([np.asarray(Image.open(io.BytesIO(png))) for png in outputs["png_bytes"]])
+        return np.stack([decode_png(png) for png in outputs["png_bytes"]])
     except Exception as e:
         raise ServingError(f"bad response: png_bytes are not PNG images: {e}", 200) from None
-    pixels = pixels.astype(np.float32) / 255.0
-    return pixels[..., None] if pixels.ndim == 3 else pixels  # grayscale: C = 1
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -291,29 +272,16 @@ def _build_parser() -> argparse.ArgumentParser:
     add("--model", default="evae", help="model name")
     add("--version", type=int, default=None, help="pin a model version")
     add("--signature", default="sample", help="sampling signature (e.g. sample_prior)")
-    add("--num", type=int, default=None, help="samples to draw (default 16)")
+    what = parser.add_mutually_exclusive_group()
+    what.add_argument("--num", type=positive(int), default=16, help="samples to draw (16)")
+    what.add_argument("--latent", type=Path, default=None,
+                      help="decode these latents (.npy, [N, latent_dim]) instead of sampling")
     add("--seed", type=int, default=0, help="sampling seed")
-    add("--latent", type=Path, default=None,
-        help="decode these latents (.npy, [N, latent_dim]) instead of sampling")  # fmt: skip
     add("--out", type=Path, default=Path("samples.png"), help="grid PNG path")
-    add("--ncols", type=int, default=None, help="grid columns (default: square)")
+    add("--ncols", type=positive(int), default=None, help="grid columns (default: square)")
     add("--individual-dir", type=Path, default=None, help="also write one PNG per image here")
-    add("--timeout", type=float, default=30.0, help="seconds per request")
+    add("--timeout", type=positive(float), default=30.0, help="seconds per request")
     return parser
-
-
-def _check_args(parser: argparse.ArgumentParser, args) -> int:
-    """Usage errors (exit status 2); returns the number of samples."""
-    if args.latent is not None and args.num is not None:
-        parser.error("--num and --latent are mutually exclusive")
-    for flag, value in (("--num", args.num), ("--ncols", args.ncols)):
-        if value is not None and value < 1:
-            parser.error(f"{flag} must be >= 1, got {value}")
-    if not 0 < args.timeout < math.inf:
-        parser.error(f"--timeout must be a finite number > 0, got {args.timeout:g}")
-    if not args.signature:
-        parser.error("--signature must not be empty")
-    return 16 if args.num is None else args.num
 
 
 def _load_latents(path: Path) -> np.ndarray:
@@ -329,7 +297,8 @@ def _load_latents(path: Path) -> np.ndarray:
 def main(argv: list[str] | None = None) -> int:
     parser = _build_parser()
     args = parser.parse_args(argv)
-    num = _check_args(parser, args)
+    if not args.signature:
+        parser.error("--signature must not be empty")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # gRPC imports TensorFlow: keep it quiet
     url = f"grpc://{args.grpc}" if args.grpc else args.url
     try:
@@ -341,7 +310,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.latent is not None:
                 outputs = client.decode_outputs(_load_latents(args.latent))
             else:
-                outputs = client.sample_outputs(num, args.seed, args.signature)
+                outputs = client.sample_outputs(args.num, args.seed, args.signature)
         images = images_from_outputs(outputs)
         write_bytes_atomic(args.out, encode_png(grid(images, args.ncols)))
         if args.individual_dir is not None:

@@ -61,12 +61,8 @@ def _problem(config: ModelConfig) -> str | None:
 
 def parse_model_config(text: str, base_dir: str | os.PathLike = ".",
                        source: str = "<config>") -> list[ModelConfig]:
-    """The ``ModelConfig`` messages of a ``ModelServerConfig`` text proto.
-
-    Raises:
-        ModelConfigError: ``source:line:column : problem`` for syntax errors,
-            ``source: problem`` for invalid values.
-    """
+    """The ``ModelConfig`` messages of a ``ModelServerConfig`` text proto; a
+    ``ModelConfigError`` says ``source:line:column : problem`` or ``source: problem``."""
     server_config = model_server_config_pb2.ModelServerConfig()
     try:
         text_format.Parse(text, server_config)

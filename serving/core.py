@@ -30,8 +30,7 @@ logger = logging.getLogger(__name__)
 
 Code = error_codes_pb2.Code
 DEFAULT_SIGNATURE = "serving_default"
-PREDICT_METHOD_NAMES = ("tensorflow/serving/predict", "tensorflow/serving/classify",
-                        "tensorflow/serving/regress")
+PREDICT_METHOD_NAMES = tuple(f"tensorflow/serving/{m}" for m in ("predict", "classify", "regress"))
 DEFAULT_MAX_BATCH_SIZE = 1024  # requests for more rows are refused before the model runs
 NUM_SAMPLES_INPUT = "num_samples"  # a scalar integer input of this name asks for N rows
 
@@ -41,11 +40,7 @@ class ServingError(Exception):
 
     def __init__(self, code: int, message: str):
         super().__init__(message)
-        self.code, self.message = code, message
-
-    @property
-    def code_name(self) -> str:
-        return Code.Name(self.code)
+        self.code, self.code_name, self.message = code, Code.Name(code), message
 
 
 def invalid_argument(message: str) -> ServingError:
@@ -66,7 +61,6 @@ class Signature:
 class Servable:
     """A loaded model version: its signatures and its SignatureDef map proto."""
 
-    name: str
     version: int
     signatures: Mapping[str, Signature]
     signature_defs: Any  # the MetaGraphDef's map<string, SignatureDef>, for metadata
@@ -75,8 +69,8 @@ class Servable:
 
 def _tf_error_message(message: str) -> str:
     """TF's message without its Python-side decoration, as TF Serving reports it."""
-    marker = "<stack traces unavailable>\n"
-    message = message.split(marker, 1)[-1].removeprefix("Graph execution error:").strip()
+    message = message.split("<stack traces unavailable>\n", 1)[-1]
+    message = message.removeprefix("Graph execution error:").strip()
     return re.sub(r"\s*\[Op:[^\]]*\]$", "", message)
 
 
@@ -102,9 +96,8 @@ def _make_call(function, specs: Mapping[str, tf.TensorSpec]):
 
 
 def load_servable(name: str, version: int, path: str | os.PathLike) -> Servable:
-    """Load one version directory with ``tf.saved_model.load`` (tag ``serve``)."""
-    path = Path(path)
-    signature_defs = _signature_defs(path)
+    """Load version ``version`` of model ``name`` with ``tf.saved_model.load`` (``serve``)."""
+    signature_defs = _signature_defs(Path(path))
     loaded = tf.saved_model.load(str(path), tags=["serve"])
     signatures = {}
     for sig_name, sig_def in signature_defs.items():
@@ -112,7 +105,7 @@ def load_servable(name: str, version: int, path: str | os.PathLike) -> Servable:
         specs = function.structured_input_signature[1] if function is not None else {}
         call = _make_call(function, specs) if function is not None else None
         signatures[sig_name] = Signature(sig_name, specs, sig_def.method_name, call)
-    return Servable(name, version, signatures, signature_defs, loaded)
+    return Servable(version, signatures, signature_defs, loaded)
 
 
 # --- Model registry: versions on disk -> loaded servables ------------------------------
@@ -121,7 +114,7 @@ def load_servable(name: str, version: int, path: str | os.PathLike) -> Servable:
 @dataclasses.dataclass(frozen=True)
 class VersionState:
     version: int
-    state: str  # ModelVersionStatus.State: START, LOADING, AVAILABLE, UNLOADING, END
+    state: str  # ModelVersionStatus.State's name: LOADING, AVAILABLE, END, ...
     error_code: int = Code.OK
     error_message: str = ""
 
@@ -133,27 +126,23 @@ def list_version_dirs(base_path: str | os.PathLike) -> dict[int, Path]:
     return {int(p.name): p for p in sorted(paths, reverse=True) if (p / "saved_model.pb").is_file()}
 
 
-def _fingerprint(path: Path) -> tuple:
-    """Names, sizes and mtimes of every file under ``path``: tells a changed directory."""
-    entries = []
-    for root, _, files in os.walk(path):
-        for file in files:
-            with contextlib.suppress(OSError):
-                stat = os.stat(os.path.join(root, file))
-                entries.append((os.path.join(root, file), stat.st_size, stat.st_mtime_ns))
-    return tuple(sorted(entries))
+def _fingerprint(path: Path) -> list:
+    """Every entry under ``path`` with its size and mtime: tells a changed directory."""
+    with contextlib.suppress(OSError):  # changing while we look: a fingerprint of its own
+        return sorted((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in path.rglob("*"))
+    return []
 
 
+@dataclasses.dataclass
 class _Model:
     """One configured model. ``loaded`` and ``states`` are replaced, never mutated, so
     request threads read them without a lock."""
 
-    def __init__(self, config: ModelConfig):
-        self.config, self.labels = config, dict(config.version_labels)
-        self.loaded: dict[int, Servable] = {}
-        self.states: dict[int, VersionState] = {}
-        self.failed: dict[int, tuple] = {}  # version -> fingerprint of the failed attempt
-        self.warned_missing = False
+    config: ModelConfig
+    loaded: dict[int, Servable] = dataclasses.field(default_factory=dict)
+    states: dict[int, VersionState] = dataclasses.field(default_factory=dict)
+    failed: dict[int, list] = dataclasses.field(default_factory=dict)  # fingerprints
+    warned_missing: bool = False
 
     def set_state(self, version: int, state: str, *error) -> None:
         self.states = {**self.states, version: VersionState(version, state, *error)}
@@ -245,9 +234,9 @@ class ModelRegistry:
         """The servable a request names (TF Serving's ``GetServableHandle``)."""
         model = self._models.get(name)
         if label:
-            if model is None or label not in model.labels:
+            if model is None or label not in model.config.version_labels:
                 raise invalid_argument(f"Unrecognized servable version label: {label}")
-            version = model.labels[label]
+            version = model.config.version_labels[label]
         loaded = model.loaded if model is not None else {}
         if version is None and loaded:
             return loaded[max(loaded)]

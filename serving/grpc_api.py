@@ -1,6 +1,4 @@
-"""TF Serving's gRPC API and its status / metadata messages (docs/serving.md,
-'gRPC (`PredictionService`, `ModelService`)').
-
+"""TF Serving's gRPC API (docs/serving.md, 'gRPC (`PredictionService`, `ModelService`)'):
 ``PredictionService.Predict`` / ``GetModelMetadata`` and ``ModelService.GetModelStatus``
 on the ``tensorflow_serving.apis`` stubs. Predict is parse (``TensorProto`` -> numpy,
 dtypes checked against the signature), ``serving.core.Predictor`` (shared with REST),
@@ -10,6 +8,7 @@ code, as in TF Serving. REST writes the same status and metadata messages as JSO
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable
 from concurrent import futures
@@ -35,6 +34,7 @@ GRPC_STATUS = {code.value[0]: code for code in grpc.StatusCode}
 
 
 def spec_from_proto(proto) -> ModelSpec:
+    """A request's ``ModelSpec`` proto as a ``serving.core.ModelSpec``."""
     version = proto.version.value if proto.HasField("version") else None
     return ModelSpec(proto.name, version, proto.version_label or None, proto.signature_name)
 
@@ -43,41 +43,29 @@ def status_response(registry: ModelRegistry, spec: ModelSpec):
     """``GetModelStatusResponse``: the model's version states, highest first."""
     if spec.label:
         spec = ModelSpec(spec.name, registry.get(spec.name, label=spec.label).version)
-    response = status_pb2.GetModelStatusResponse()
-    for state in registry.status(spec.name, spec.version):
-        status = response.model_version_status.add(
-            version=state.version, state=status_pb2.ModelVersionStatus.State.Value(state.state))
-        status.status.error_code = state.error_code
-        status.status.error_message = state.error_message
-    return response
+    return status_pb2.GetModelStatusResponse(model_version_status=[
+        {"version": s.version, "state": s.state,
+         "status": {"error_code": s.error_code, "error_message": s.error_message}}
+        for s in registry.status(spec.name, spec.version)])
 
 
 def metadata_response(predictor: Predictor, spec: ModelSpec):
     """``GetModelMetadataResponse`` with the ``signature_def`` map."""
     servable = predictor.registry.get(spec.name, spec.version, spec.label)
-    response = metadata_pb2.GetModelMetadataResponse()
-    response.model_spec.name = spec.name
-    response.model_spec.version.value = servable.version
-    signature_map = metadata_pb2.SignatureDefMap()
-    signature_map.signature_def.MergeFrom(servable.signature_defs)
+    response = metadata_pb2.GetModelMetadataResponse(
+        model_spec={"name": spec.name, "version": {"value": servable.version}})
+    signature_map = metadata_pb2.SignatureDefMap(signature_def=servable.signature_defs)
     response.metadata["signature_def"].Pack(signature_map)
     return response
 
 
-def _to_dict(message) -> dict[str, Any]:
-    return json_format.MessageToDict(
-        message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
-
-
 def to_json(response) -> bytes:
     """A status or metadata response as TF Serving's REST API writes it."""
-    if not isinstance(response, metadata_pb2.GetModelMetadataResponse):
-        return orjson.dumps(_to_dict(response))
-    signature_map = metadata_pb2.SignatureDefMap()
-    response.metadata["signature_def"].Unpack(signature_map)
-    model_spec = _to_dict(response.model_spec) | {"version": str(response.model_spec.version.value)}
-    return orjson.dumps({"model_spec": model_spec,
-                         "metadata": {"signature_def": _to_dict(signature_map)}})
+    doc = json_format.MessageToDict(
+        response, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
+    for packed in doc.get("metadata", {}).values():  # the Any's message, without its "@type"
+        del packed["@type"]
+    return orjson.dumps(doc)
 
 
 def parse_tensors(request, signature: Signature) -> dict[str, np.ndarray]:
@@ -97,10 +85,9 @@ def parse_tensors(request, signature: Signature) -> dict[str, np.ndarray]:
 
 def format_tensors(servable, spec: ModelSpec, outputs: dict[str, np.ndarray], output_filter):
     """Output arrays -> ``PredictResponse`` (only ``output_filter``'s names if given)."""
-    response = predict_pb2.PredictResponse()
-    response.model_spec.name = spec.name
-    response.model_spec.version.value = servable.version
-    response.model_spec.signature_name = spec.signature_name or "serving_default"
+    response = predict_pb2.PredictResponse(model_spec={
+        "name": spec.name, "version": {"value": servable.version},
+        "signature_name": spec.signature_name or "serving_default"})
     for name in output_filter or outputs:
         if name not in outputs:
             raise _invalid(f"output tensor alias not found in signature: {name}")
@@ -108,50 +95,44 @@ def format_tensors(servable, spec: ModelSpec, outputs: dict[str, np.ndarray], ou
     return response
 
 
-def _answer(context: grpc.ServicerContext, method: Callable[[], Any]):
-    """Run ``method``; a ``ServingError`` aborts with its code, anything else INTERNAL."""
-    try:
-        return method()
-    except ServingError as e:
-        code, message = GRPC_STATUS.get(e.code, grpc.StatusCode.UNKNOWN), e.message
-    except Exception as e:  # a bad request must never take the server down
-        logger.exception("Unhandled error in a gRPC call")
-        code, message = grpc.StatusCode.INTERNAL, f"Internal error: {type(e).__name__}: {e}"
-    context.abort(code, message)
+def _rpc(method: Callable[[Any, Any], Any]):
+    """A servicer method; a ``ServingError`` aborts with its code, anything else INTERNAL."""
+    @functools.wraps(method)
+    def answer(self, request, context: grpc.ServicerContext):
+        try:
+            return method(self, request)
+        except ServingError as e:
+            code, message = GRPC_STATUS.get(e.code, grpc.StatusCode.UNKNOWN), e.message
+        except Exception as e:  # a bad request must never take the server down
+            logger.exception("Unhandled error in a gRPC call")
+            code, message = grpc.StatusCode.INTERNAL, f"Internal error: {type(e).__name__}: {e}"
+        context.abort(code, message)
+
+    return answer
 
 
-class PredictionServicer(prediction_grpc.PredictionServiceServicer):
+class _Servicer(prediction_grpc.PredictionServiceServicer, model_grpc.ModelServiceServicer):
     def __init__(self, predictor: Predictor):
         self.predictor = predictor
 
-    def Predict(self, request, context):  # noqa: N802 (the gRPC method name)
-        def predict():
-            spec = spec_from_proto(request.model_spec)
-            servable, outputs = self.predictor.predict(
-                spec, lambda signature: parse_tensors(request, signature))
-            return format_tensors(servable, spec, outputs, list(request.output_filter))
-
-        return _answer(context, predict)
-
-    def GetModelMetadata(self, request, context):  # noqa: N802
-        def metadata():
-            if not request.metadata_field:
-                raise _invalid("GetModelMetadataRequest must specify at least one metadata_field")
-            for field in request.metadata_field:
-                if field != "signature_def":
-                    raise _invalid(f"Metadata field {field} is not supported")
-            return metadata_response(self.predictor, spec_from_proto(request.model_spec))
-
-        return _answer(context, metadata)
-
-
-class ModelServicer(model_grpc.ModelServiceServicer):
-    def __init__(self, registry: ModelRegistry):
-        self.registry = registry
-
-    def GetModelStatus(self, request, context):  # noqa: N802
+    @_rpc
+    def Predict(self, request):  # noqa: N802 (the gRPC method names)
         spec = spec_from_proto(request.model_spec)
-        return _answer(context, lambda: status_response(self.registry, spec))
+        servable, outputs = self.predictor.predict(spec, functools.partial(parse_tensors, request))
+        return format_tensors(servable, spec, outputs, list(request.output_filter))
+
+    @_rpc
+    def GetModelMetadata(self, request):  # noqa: N802
+        if not request.metadata_field:
+            raise _invalid("GetModelMetadataRequest must specify at least one metadata_field")
+        for field in request.metadata_field:
+            if field != "signature_def":
+                raise _invalid(f"Metadata field {field} is not supported")
+        return metadata_response(self.predictor, spec_from_proto(request.model_spec))
+
+    @_rpc
+    def GetModelStatus(self, request):  # noqa: N802
+        return status_response(self.predictor.registry, spec_from_proto(request.model_spec))
 
 
 def make_grpc_server(predictor: Predictor, host: str, port: int,
@@ -162,6 +143,7 @@ def make_grpc_server(predictor: Predictor, host: str, port: int,
                ("grpc.max_send_message_length", -1)]
     executor = futures.ThreadPoolExecutor(predictor.num_threads, thread_name_prefix="grpc")
     server = grpc.server(executor, options=options)
-    prediction_grpc.add_PredictionServiceServicer_to_server(PredictionServicer(predictor), server)
-    model_grpc.add_ModelServiceServicer_to_server(ModelServicer(predictor.registry), server)
+    servicer = _Servicer(predictor)
+    prediction_grpc.add_PredictionServiceServicer_to_server(servicer, server)
+    model_grpc.add_ModelServiceServicer_to_server(servicer, server)
     return server, server.add_insecure_port(f"[{host}]:{port}" if ":" in host else f"{host}:{port}")

@@ -1,8 +1,7 @@
 """TF Serving's REST API (``docs/serving.md``). A predict request is parsed (JSON rows or
 columns -> arrays typed by the signature), predicted (``serving.core.Predictor``, shared with
 gRPC), then formatted. Errors are ``{"error": "<message>"}`` with the HTTP status of the
-canonical code. Numbers are JSON numbers, not TF Serving's exact bytes: compare them parsed.
-"""
+canonical code. Numbers are JSON numbers, not TF Serving's exact bytes: compare them parsed."""
 
 import base64
 import json
@@ -21,6 +20,7 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from werkzeug.wrappers import Request, Response
 
 from serving.core import Code, ModelSpec, Predictor, ServingError, Signature, invalid_argument
+from serving.grpc_api import metadata_response, status_response, to_json
 
 logger = logging.getLogger(__name__)
 
@@ -29,11 +29,10 @@ HTTP_STATUS = {  # tensorflow_serving/model_servers/http_server.cc: ToHTTPStatus
     Code.UNAUTHENTICATED: 401, Code.PERMISSION_DENIED: 403, Code.NOT_FOUND: 404,
     Code.ALREADY_EXISTS: 409, Code.ABORTED: 409, Code.RESOURCE_EXHAUSTED: 429,
     Code.CANCELLED: 499, Code.UNKNOWN: 500, Code.INTERNAL: 500, Code.DATA_LOSS: 500,
-    Code.UNIMPLEMENTED: 501, Code.UNAVAILABLE: 503, Code.DEADLINE_EXCEEDED: 504,
-}  # fmt: skip
+    Code.UNIMPLEMENTED: 501, Code.UNAVAILABLE: 503, Code.DEADLINE_EXCEEDED: 504}  # fmt: skip
 ROW, COLUMNAR = "row", "columnar"
 _VERSION = r"(?:/versions/([0-9]+)|/labels/([^/:]+))?"  # paths: http_rest_api_util.cc
-_PREDICT_PATH = re.compile(rf"/v1/models/([^/:]+){_VERSION}:(classify|regress|predict)", re.I)
+_PREDICT_PATH = re.compile(rf"/v1/models/([^/:]+){_VERSION}:(?-i:(classify|regress|predict))", re.I)
 _STATUS_PATH = re.compile(rf"/v1/models(?:/([^/:]+))?{_VERSION}(/metadata)?", re.I)
 _TYPE_NAMES = {tf.float32: "float", tf.float64: "double", tf.float16: "half"}  # DataTypeString
 
@@ -46,15 +45,14 @@ def _show(value: Any) -> str:
 
 def parse_json(body: bytes) -> Any:
     """orjson; Python's json only for what orjson refuses but TF Serving takes (NaN)."""
-    if not body:
-        raise invalid_argument("JSON Parse error: The document is empty")
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError as e:
         try:
             return json.loads(body)
         except (ValueError, RecursionError):
-            raise invalid_argument(f"JSON Parse error: {e}") from None
+            error = e if body else "The document is empty"
+            raise invalid_argument(f"JSON Parse error: {error}") from None
 
 
 def _is_object(value: Any) -> bool:  # but not a {"b64": "..."} string
@@ -70,12 +68,12 @@ def _leaf(value: Any, dtype: tf.DType) -> Any:
                 cast = float(dtype.as_numpy_dtype(value))
         except OverflowError:  # an integer beyond float64
             cast = math.inf
-        if isinstance(value, int) and cast != value or math.isinf(cast) and not math.isinf(value):
-            raise invalid_argument(f"Cannot convert JSON value: {value} to "
-                                   f"{_TYPE_NAMES.get(dtype, dtype.name)} without loss of "
-                                   "precision.")
-        return value
-    if number and dtype.is_integer and isinstance(value, int) and dtype.min <= value <= dtype.max:
+        if cast == value or isinstance(value, float) and not math.isinf(cast):
+            return value  # unchanged, or a float rounded within range
+        raise invalid_argument(f"Cannot convert JSON value: {value} to "
+                               f"{_TYPE_NAMES.get(dtype, dtype.name)} without loss of precision.")
+    if (number and dtype.is_integer and isinstance(value, int) and dtype.min <= value <= dtype.max
+            or dtype == tf.bool and isinstance(value, bool)):
         return value
     if dtype == tf.string and isinstance(value, str):
         return value.encode("utf-8")
@@ -84,8 +82,6 @@ def _leaf(value: Any, dtype: tf.DType) -> Any:
             return base64.b64decode(value["b64"] + "=" * (-len(value["b64"]) % 4), validate=True)
         except ValueError:
             raise invalid_argument("Unable to base64 decode") from None
-    if dtype == tf.bool and isinstance(value, bool):
-        return value
     if number and not (dtype.is_integer or dtype.is_complex or dtype in (tf.string, tf.bool)):
         raise ServingError(Code.UNIMPLEMENTED, f"Conversion of JSON Value to type: {dtype.name}")
     kind = {dict: "Object", list: "Array", str: "String", bool: str(value), type(None): "Null"}
@@ -101,19 +97,18 @@ def json_to_tensor(value: Any, dtype: tf.DType) -> np.ndarray:
         probe = probe[0] if probe else None
 
     def fill(item: Any, level: int) -> None:
-        if not isinstance(item, list):
-            if level != len(shape):
-                raise invalid_argument(f"JSON Value: {_show(item)} found at incorrect level: "
-                                       f"{level + 1} in the JSON DOM. Expected at level: "
-                                       f"{len(shape)}")
-            flat.append(_leaf(item, dtype))
-        elif level < len(shape) and len(item) == shape[level]:
+        if isinstance(item, list) and level < len(shape) and len(item) == shape[level]:
             for element in item:
                 fill(element, level + 1)
-        else:
+        elif isinstance(item, list):
             expected = shape[level] if level < len(shape) else "a value"
             raise invalid_argument(f"Encountered list at unexpected size: {len(item)} at level: "
                                    f"{level} expected size: {expected}")
+        elif level != len(shape):
+            raise invalid_argument(f"JSON Value: {_show(item)} found at incorrect level: "
+                                   f"{level + 1} in the JSON DOM. Expected at level: {len(shape)}")
+        else:
+            flat.append(_leaf(item, dtype))
     fill(value, 0)
     return np.array(flat, dtype=dtype.as_numpy_dtype).reshape(shape)
 
@@ -140,8 +135,7 @@ def _instances(instances: list, infos: Mapping[str, Any]) -> dict[str, np.ndarra
             except ServingError as e:
                 raise ServingError(e.code, f"{failed} key: {name} of 'instances' list. "
                                            f"Error: {e.code_name}: {e.message}") from None
-            first = columns[name][0].shape if columns[name] else array.shape
-            if array.shape != first:
+            if columns[name] and array.shape != (first := columns[name][0].shape):
                 raise invalid_argument(f"{failed} of 'instances' list. Error: Expecting shape "
                                        f"{list(first)} but got: {list(array.shape)}")
             columns[name].append(array)
@@ -150,18 +144,16 @@ def _instances(instances: list, infos: Mapping[str, Any]) -> dict[str, np.ndarra
 
 def parse_predict_body(doc: Mapping[str, Any], signature: Signature) -> dict[str, np.ndarray]:
     """The inputs of a predict body, typed by ``signature`` (FillPredictRequestFromJson)."""
-    infos = signature.inputs
-    if not infos:
+    if not (infos := signature.inputs):
         raise invalid_argument(f"Failed to get input map for signature: {signature.name}")
     if "instances" in doc and "inputs" in doc:
         raise invalid_argument("Not formatted correctly: expecting only one of 'inputs' or "
                                "'instances' keys to exist")
     if "instances" in doc:
-        if not isinstance(doc["instances"], list):
-            raise invalid_argument(f"JSON Value: {_show(doc)} Excepting 'instances' to be an "
-                                   "list/array")
-        if not doc["instances"]:
-            raise invalid_argument(f"JSON Value: {_show(doc)} No values in 'instances' array")
+        if not isinstance(doc["instances"], list) or not doc["instances"]:
+            problem = ("No values in 'instances' array" if isinstance(doc["instances"], list)
+                       else "Excepting 'instances' to be an list/array")
+            raise invalid_argument(f"JSON Value: {_show(doc)} {problem}")
         return _instances(doc["instances"], infos)
     if "inputs" not in doc:
         raise invalid_argument("Missing 'inputs' or 'instances' key")
@@ -171,20 +163,17 @@ def parse_predict_body(doc: Mapping[str, Any], signature: Signature) -> dict[str
             raise invalid_argument("inputs is a plain value/list, but expecting an object as "
                                    "multiple input tensors required as per tensorinfo_map")
         inputs = {next(iter(infos)): inputs}
-    for name in sorted(infos):
-        if name not in inputs:
-            raise invalid_argument(f"Missing named input: {name} in 'inputs' object.")
+    for name in sorted(infos.keys() - inputs.keys()):  # the first missing one
+        raise invalid_argument(f"Missing named input: {name} in 'inputs' object.")
     return {name: json_to_tensor(inputs[name], infos[name].dtype) for name in sorted(infos)}
 
 
 def _json_array(array: np.ndarray, name: str) -> Any:
     """What orjson writes for one output: the array, or lists of strings (``*_bytes``: b64)."""
-    if array.dtype == object or array.dtype.kind in "SU":
+    if array.dtype.kind in "OSU":  # object (bytes), bytes or str
         items = [v if isinstance(v, bytes) else str(v).encode() for v in array.reshape(-1)]
-        if name.endswith("_bytes"):
-            items = [{"b64": base64.b64encode(v).decode()} for v in items]
-        else:
-            items = [v.decode("utf-8", errors="replace") for v in items]
+        items = ([{"b64": base64.b64encode(v).decode()} for v in items] if name.endswith("_bytes")
+                 else [v.decode("utf-8", errors="replace") for v in items])
         return np.array(items, dtype=object).reshape(array.shape).tolist()
     if array.dtype.kind not in "fiub":
         raise invalid_argument(f"Failed to write JSON value for tensor type: {array.dtype}")
@@ -195,33 +184,29 @@ def format_predict_response(outputs: Mapping[str, np.ndarray], fmt: str) -> byte
     """The answer to a ``ROW`` or ``COLUMNAR`` predict request (MakeJsonFromTensors)."""
     if not outputs:
         raise invalid_argument("Cannot convert empty tensor map to JSON")
-    names = sorted(outputs)
-    arrays = {name: _json_array(np.asarray(outputs[name]), name) for name in names}
-    doc: Any = arrays[names[0]] if len(names) == 1 else arrays
+    arrays = {name: _json_array(np.asarray(outputs[name]), name) for name in sorted(outputs)}
+    doc: Any = arrays if len(arrays) > 1 else next(iter(arrays.values()))
     if fmt == ROW:
         sizes = {name: len(a) if np.ndim(a) else None for name, a in arrays.items()}
         if None in sizes.values() or len(set(sizes.values())) > 1:
             raise invalid_argument(f"Outputs have no common batch size: {sizes}")
-        if len(names) > 1:
-            doc = [{n: arrays[n][i] for n in names} for i in range(sizes[names[0]])]
+        if len(arrays) > 1:  # one object per row
+            doc = [dict(zip(arrays, r, strict=True)) for r in zip(*arrays.values(), strict=True)]
     doc = {"predictions" if fmt == ROW else "outputs": doc}
     if all(np.isfinite(a).all() for a in arrays.values() if isinstance(a, np.ndarray)):
         return orjson.dumps(doc, option=orjson.OPT_SERIALIZE_NUMPY)
-    # orjson writes NaN / Infinity as null; TF Serving writes the tokens, as json does.
-    return json.dumps(doc, default=lambda a: a.tolist()).encode()
+    return json.dumps(doc, default=lambda a: a.tolist()).encode()  # json: NaN tokens (orjson: null)
 
 
 class RestApp:
     """WSGI application answering ``/v1/models/...`` like TF Serving's REST handler."""
 
     def __init__(self, predictor: Predictor, max_request_bytes: int):
-        self.predictor = predictor
-        self.max_request_bytes = max_request_bytes
+        self.predictor, self.max_request_bytes = predictor, max_request_bytes
 
     def __call__(self, environ, start_response):
         start, request = time.monotonic(), Request(environ)
-        # werkzeug refuses a longer Content-Length (413) and stops reading a chunked body
-        # at this limit; one byte more tells a body that goes on from one that ends there.
+        # werkzeug stops a chunked body at this limit silently: one byte more tells it went on
         request.max_content_length = self.max_request_bytes + 1
         raw = environ.get("RAW_URI") or environ.get("REQUEST_URI") or quote(request.full_path, "/?")
         method, path = request.method, raw.split("?", 1)[0]  # path: still percent-encoded
@@ -237,23 +222,17 @@ class RestApp:
         except Exception as e:  # a bad request must never take the server down
             logger.exception("Unhandled error for %s %s", method, path)
             status, error = 500, f"Internal error: {type(e).__name__}: {e}"
-        if status != 200:
-            body = orjson.dumps({"error": error})
+        body = body if status == 200 else orjson.dumps({"error": error})
         logger.info("%s %s %d %.1fms", method, path, status, 1e3 * (time.monotonic() - start))
-        response = Response(body, status=status, content_type="application/json")
-        return response(environ, start_response)
+        return Response(body, status, content_type="application/json")(environ, start_response)
 
     def handle(self, method: str, path: str, request: Request) -> bytes:
-        from serving.grpc_api import metadata_response, status_response, to_json
-
-        body = request.get_data(cache=False)
-        if len(body) > self.max_request_bytes:
+        if len(body := request.get_data(cache=False)) > self.max_request_bytes:
             raise RequestEntityTooLarge()
         if not path.lower().startswith("/v1/"):
             raise ServingError(Code.NOT_FOUND, f"Not found: {method} {path}")
         pattern = {"POST": _PREDICT_PATH, "GET": _STATUS_PATH}.get(method)
-        match = pattern.fullmatch(path) if pattern else None
-        if match is None:
+        if not (match := pattern and pattern.fullmatch(path)):
             raise invalid_argument(f"Malformed request: {method} {path}")
         name, version, label, verb = match.groups()
         if version and int(version) > 2**63 - 1:
@@ -264,15 +243,12 @@ class RestApp:
                 raise invalid_argument("Missing model name in request.")
             return to_json(metadata_response(self.predictor, spec) if verb
                            else status_response(self.predictor.registry, spec))
-        if verb in ("classify", "regress"):
+        if verb != "predict":
             raise ServingError(Code.UNIMPLEMENTED, f"This server does not implement :{verb}")
-        if verb != "predict":  # ':PREDICT' matches case-insensitively, then is refused
-            raise invalid_argument(f"Malformed request: {method} {path}")
         doc = parse_json(body)
         if not isinstance(doc, dict):
             raise invalid_argument(f"JSON Value: {_show(doc)} Is not object")
-        signature_name = doc.get("signature_name", "")
-        if not isinstance(signature_name, str):
+        if not isinstance(signature_name := doc.get("signature_name", ""), str):
             raise invalid_argument("'signature_name' key must be a string value.")
         spec = ModelSpec(spec.name, spec.version, spec.label, signature_name)
         _, outputs = self.predictor.predict(spec, lambda sig: parse_predict_body(doc, sig))

@@ -26,57 +26,37 @@ from serving.rest import RestApp
 logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_REQUEST_BYTES = 64 * 1024 * 1024
-# A connection that sends nothing for this long is closed. waitress reads requests on
-# one event loop and hands only complete ones to its threads, so idle or slow clients
-# hold a socket, never a thread; keep-alive connections are reused.
+# waitress reads requests on one event loop and hands only complete ones to its threads:
+# an idle or slow client holds a socket, never a thread, and is closed after this long.
 IDLE_TIMEOUT_SECONDS = 30
 
 
 class ModelServer:
-    """Registry + predict core + REST and gRPC servers, startable in-process::
-
-        with ModelServer(configs, port=0, grpc_port=0) as server:
-            requests.get(f"{server.url}/v1/models/evae"); server.grpc_address
-    """
+    """Registry, predict core, REST and gRPC servers, in-process: ``with ModelServer(configs,
+    port=0, grpc_port=0) as server:`` serves at ``server.url`` and ``server.grpc_address``.
+    ``limits``: ``Predictor``'s ``num_threads``, ``timeout_in_ms`` and ``max_batch_size``."""
 
     def __init__(self, configs: list[ModelConfig], *, host: str = "127.0.0.1",
                  port: int | None = 8501, grpc_port: int | None = None,
                  poll_wait_seconds: float = 1.0, loader=load_servable,
                  max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES, **limits):
-        """``limits``: ``Predictor``'s ``num_threads``, ``timeout_in_ms``, ``max_batch_size``."""
         self.registry = ModelRegistry(configs, poll_wait_seconds, loader)
         self.predictor = Predictor(self.registry, **limits)
         self.app = RestApp(self.predictor, max_request_bytes)
         self.max_request_bytes = max_request_bytes
         self._host, self._port, self._grpc_port = host, port, grpc_port
         self._http = self._grpc = None  # waitress's server, gRPC's server
-        self.grpc_port: int | None = None
+        # Once started: the bound ports, REST's URL and gRPC's host:port (None: not served).
+        self.port = self.url = self.grpc_port = self.grpc_address = None
         self._thread: threading.Thread | None = None
         self._stopped, self._lock = threading.Event(), threading.Lock()
 
     def _address(self, port: int) -> str:
         return f"[{self._host}]:{port}" if ":" in self._host else f"{self._host}:{port}"
 
-    @property
-    def port(self) -> int:
-        if self._http is None:
-            raise RuntimeError("REST is not served")
-        return int(self._http.effective_port)
-
-    @property
-    def url(self) -> str:
-        return f"http://{self._address(self.port)}"
-
-    @property
-    def grpc_address(self) -> str:
-        if self.grpc_port is None:
-            raise RuntimeError("gRPC is not served")
-        return self._address(self.grpc_port)
-
     def start(self) -> ModelServer:
-        """Bind the sockets, load the models' initial versions, start polling, and serve
-        both protocols from background threads. Connections made while the models load
-        wait in the REST backlog / gRPC's queue."""
+        """Bind, load the initial versions (connections wait meanwhile), start polling, and
+        serve both protocols from background threads."""
         if self._port is not None:
             self._http = create_server(
                 self.app, host=self._host, port=self._port, threads=self.predictor.num_threads,
@@ -84,6 +64,8 @@ class ModelServer:
                 cleanup_interval=max(1, IDLE_TIMEOUT_SECONDS // 3),
                 # A memory guard; RestApp answers bodies over --max_request_bytes (413).
                 max_request_body_size=self.max_request_bytes + 2**20)
+            self.port = int(self._http.effective_port)
+            self.url = f"http://{self._address(self.port)}"
             logger.info("Exporting HTTP/REST API at:%s:%d ...", self._host, self.port)
         if self._grpc_port is not None:
             from serving.grpc_api import make_grpc_server
@@ -92,6 +74,7 @@ class ModelServer:
                 self.predictor, self._host, self._grpc_port, self.max_request_bytes)
             if not self.grpc_port:
                 raise OSError(f"cannot bind gRPC to {self._address(self._grpc_port)}")
+            self.grpc_address = self._address(self.grpc_port)
             logger.info("Running gRPC ModelServer at %s ...", self.grpc_address)
         self.registry.poll_once()
         self.registry.start_polling()
@@ -196,20 +179,15 @@ def _configs_from_args(parser: argparse.ArgumentParser, args) -> list[ModelConfi
     return configs
 
 
-def _set_threads(args) -> None:
-    """TensorFlow's thread pools, before anything runs (TF Serving's flags)."""
-    import tensorflow as tf
-
-    tf.config.threading.set_intra_op_parallelism_threads(args.tensorflow_intra_op_parallelism)
-    tf.config.threading.set_inter_op_parallelism_threads(args.tensorflow_inter_op_parallelism)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = _build_parser()
     args = parser.parse_args(argv)
     configs = _configs_from_args(parser, args)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    _set_threads(args)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    import tensorflow as tf  # its thread pools are set before anything runs
+
+    tf.config.threading.set_intra_op_parallelism_threads(args.tensorflow_intra_op_parallelism)
+    tf.config.threading.set_inter_op_parallelism_threads(args.tensorflow_inter_op_parallelism)
     server = ModelServer(
         configs, host=args.host, port=args.rest_api_port, grpc_port=args.port or None,
         poll_wait_seconds=args.file_system_poll_wait_seconds,

@@ -73,3 +73,10 @@ def test_no_function_of_the_product_packages_is_over_60_lines():
                     if lines > 60:
                         long.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name} ({lines} lines)")
     assert long == []
+
+
+def test_serving_stays_within_its_line_budget():
+    """Both protocols, the registry and the client in at most 1,400 lines (``wc -l``):
+    serving re-uses TF Serving's protos and well-kept libraries instead of re-writing them."""
+    lines = {path.name: len(path.read_text().splitlines()) for path in (ROOT / "serving").glob("*.py")}
+    assert sum(lines.values()) <= 1400, lines

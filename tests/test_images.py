@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from evae_tf.images import encode_png, grid
+from evae_tf.images import decode_png, encode_png, grid
 
 
 @pytest.mark.parametrize("n, ncols, shape", [(16, None, (4, 4)), (5, None, (2, 3)), (6, 6, (1, 6)), (3, 8, (1, 3))])
@@ -42,6 +42,10 @@ def test_png_round_trip():
     gray = np.linspace(0, 1, 20, dtype=np.float32).reshape(4, 5, 1)
     decoded = np.asarray(Image.open(io.BytesIO(encode_png(gray))))
     np.testing.assert_array_equal(decoded, np.round(gray[..., 0] * 255).astype(np.uint8))
+    # decode_png inverts it: uint8 images exactly, float ones to the nearest 1/255.
+    np.testing.assert_array_equal(decode_png(encode_png(rgb)), rgb / np.float32(255))
+    assert decode_png(encode_png(gray)).shape == (4, 5, 1)
+    np.testing.assert_allclose(decode_png(encode_png(gray)), gray, atol=0.5 / 255 + 1e-7)
 
 
 def test_a_thin_client_can_use_it_without_tensorflow_or_matplotlib():

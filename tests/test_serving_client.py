@@ -341,7 +341,7 @@ def test_cli_bad_response(tmp_path):
 def test_cli_argument_errors(tmp_path):
     result = run_client("--num", "4", "--latent", str(tmp_path / "z.npy"))
     assert result.returncode == 2
-    assert "error: --num and --latent are mutually exclusive" in result.stderr
+    assert "error: argument --latent: not allowed with argument --num" in result.stderr
     result = run_client("--latent", str(tmp_path / "missing.npy"))
     assert result.returncode == 1
     assert result.stderr.startswith("error: cannot read --latent")

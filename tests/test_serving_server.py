@@ -609,7 +609,7 @@ def test_version_labels(tmp_path):
 def _fake_servable(call) -> Servable:
     inputs = {"x": tf.TensorSpec([None], tf.float32)}
     signature = Signature("serving_default", inputs, "tensorflow/serving/predict", call)
-    return Servable("fake", 1, {"serving_default": signature}, {})
+    return Servable(1, {"serving_default": signature}, {})
 
 
 @pytest.fixture
