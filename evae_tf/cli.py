@@ -22,43 +22,38 @@ EXIT_USAGE = 2  # argparse's own status for a bad flag
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports Ctrl-C
 
 
-def positive(kind, noun: str | None = None):
-    """A type accepting finite numbers of ``kind`` (``int`` or ``float``) above zero.
-
-    ``noun`` names the kind in the message (default: ``kind.__name__``).
-    """
-    noun = noun or kind.__name__
+def _number(kind, accepts, wanted: str):
+    """A type accepting finite numbers of ``kind`` for which ``accepts(value)`` holds;
+    anything else gets "expected <wanted>, received '<text>'"."""
 
     def parse(text: str):
         try:
             value = kind(text)
         except ValueError:
             value = None
-        if value is None or not math.isfinite(value) or value <= 0:
-            raise argparse.ArgumentTypeError(f"expected a positive {noun}, received {text!r}")
+        if value is None or not math.isfinite(value) or not accepts(value):
+            raise argparse.ArgumentTypeError(f"expected {wanted}, received {text!r}")
         return value
 
     parse.__name__ = kind.__name__  # argparse names the type in "invalid ... value" errors
     return parse
 
 
+def positive(kind, noun: str | None = None):
+    """A type accepting finite numbers of ``kind`` (``int`` or ``float``) above zero.
+
+    ``noun`` names the kind in the message (default: ``kind.__name__``).
+    """
+    return _number(kind, lambda value: value > 0, f"a positive {noun or kind.__name__}")
+
+
 def in_range(kind, low, high=None):
     """A type accepting finite numbers of ``kind`` in ``[low, high]`` (no upper bound if
     ``high`` is None)."""
     noun = "an integer" if kind is int else "a finite number"
-    wanted = f"{noun} in {low}..{high}" if high is not None else f"{noun} >= {low}"
-
-    def parse(text: str):
-        try:
-            value = kind(text)
-        except ValueError:
-            value = None
-        if value is None or not math.isfinite(value) or value < low or (high is not None and value > high):
-            raise argparse.ArgumentTypeError(f"expected {wanted}, received {text!r}")
-        return value
-
-    parse.__name__ = kind.__name__
-    return parse
+    if high is None:
+        return _number(kind, lambda value: value >= low, f"{noun} >= {low}")
+    return _number(kind, lambda value: low <= value <= high, f"{noun} in {low}..{high}")
 
 
 def readable_dir(text: str) -> str:

@@ -612,6 +612,18 @@ def _fake_servable(call) -> Servable:
     return Servable(1, {"serving_default": signature}, {})
 
 
+def make_slow(behaviour) -> threading.Event:
+    """Make the fake model wait (up to 10 s) until the returned event is set."""
+    release = threading.Event()
+
+    def slow(inputs):
+        release.wait(10)
+        return {"y": inputs["x"]}
+
+    behaviour[0] = slow
+    return release
+
+
 @pytest.fixture
 def fake_server(tmp_path):
     """A server whose model calls ``behaviour[0]`` (settable by the test)."""
@@ -660,13 +672,7 @@ def test_body_too_large_is_rejected(fake_server):
 @local_only
 def test_timeout_answers_504_and_overload_503(fake_server):
     start, behaviour = fake_server
-    release = threading.Event()
-
-    def slow(inputs):
-        release.wait(10)
-        return {"y": inputs["x"]}
-
-    behaviour[0] = slow
+    release = make_slow(behaviour)
     server = start(timeout_in_ms=300, num_threads=1)
     try:
         error = assert_error(post(server.url, "/v1/models/fake:predict", {"instances": [1.0]}), 504)
@@ -719,13 +725,7 @@ def test_grpc_codes_match_the_rest_statuses(fake_server):
     """504 / 503 / 500 over REST are DEADLINE_EXCEEDED / UNAVAILABLE / INTERNAL over gRPC,
     with the same messages; the server keeps serving."""
     start, behaviour = fake_server
-    release = threading.Event()
-
-    def slow(inputs):
-        release.wait(10)
-        return {"y": inputs["x"]}
-
-    behaviour[0] = slow
+    release = make_slow(behaviour)
     server = start(timeout_in_ms=300, num_threads=1, grpc_port=0)
     try:
         code, message = grpc_predict(server, [1.0])
