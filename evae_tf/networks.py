@@ -30,6 +30,9 @@ import keras
 from keras import layers
 
 _PACKAGE = "evae_tf"
+# Transposed convs with at most this many filters (the output layer) run as sub-pixel
+# convolutions: oneDNN's deconvolution is slow for few output channels (bench/NOTES.md).
+SUBPIXEL_MAX_FILTERS = 4
 
 
 @dataclasses.dataclass(frozen=True)
@@ -135,20 +138,83 @@ class Conv2DTranspose(layers.Conv2DTranspose):
             and self.output_padding is None
         )
 
+    def _is_subpixel(self, inputs) -> bool:
+        return (
+            keras.backend.backend() == "tensorflow"
+            and self.data_format == "channels_last"
+            and self.filters <= SUBPIXEL_MAX_FILTERS
+            and self.strides[0] == self.strides[1] > 1
+            and self.kernel_size[0] == self.kernel_size[1] >= self.strides[0]
+            and self.padding == "same"
+            and tuple(self.dilation_rate) == (1, 1)
+            and self.output_padding is None
+            and None not in inputs.shape[1:3]
+        )
+
     def call(self, inputs):
+        if self._is_subpixel(inputs):
+            return self._activate(self._subpixel(inputs))
         if not self._is_matmul(inputs):
             return super().call(inputs)
         ops = keras.ops
         kh, kw = self.kernel_size
         channels = inputs.shape[-1]
         # kernel: (kh, kw, filters, in) -> (in, kh * kw * filters), row-major as the output.
-        kernel = ops.reshape(ops.transpose(self.kernel, (3, 0, 1, 2)), (channels, kh * kw * self.filters))
+        # Reshaped first: a 2-D transpose that grappler folds into the MatMul (transpose_b)
+        # instead of copying the kernel on every call.
+        kernel = ops.transpose(ops.reshape(self.kernel, (kh * kw * self.filters, channels)))
         outputs = ops.reshape(ops.matmul(ops.reshape(inputs, (-1, channels)), kernel), (-1, kh, kw, self.filters))
         if self.use_bias:
             outputs = ops.add(outputs, self.bias)
-        if self.activation is not None:
-            return self.activation(outputs)
-        return outputs
+        return self._activate(outputs)
+
+    def _activate(self, outputs):
+        return outputs if self.activation is None else self.activation(outputs)
+
+    def _subpixel(self, inputs):
+        """The stride-s transposed conv as a stride-1 conv with s² phases, then depth_to_space.
+
+        Keras' "same" transposed conv is the input gradient of a stride-s conv padded
+        ``p = (k - s) // 2`` before: ``out[s·m + a] = sum_t x[i] · kernel[t]`` over taps
+        with ``s·i + t - p = s·m + a``, i.e. ``t = a + p - s·(i - m)``. Output phase ``a``
+        (one of s) thus reads inputs at offsets ``d = i - m`` in a small window, each with
+        one tap, and all s² phases together are one ordinary convolution over that window
+        whose output channels are ``(phase_row, phase_col, filter)``; ``depth_to_space``
+        interleaves the phases into the image. Same weights, same sums.
+        """
+        import tensorflow as tf
+
+        s, k = self.strides[0], self.kernel_size[0]
+        taps, lo, hi = _phase_taps(k, s)
+        kernel = tf.cast(self.kernel, self.compute_dtype)  # (k, k, filters, in)
+        flat = tf.reshape(kernel, (k * k, self.filters, inputs.shape[-1]))
+        flat = tf.concat([flat, tf.zeros_like(flat[:1])], 0)  # index k*k: no tap
+        grid = tf.gather(flat, taps)  # (window, window, s, s, filters, in)
+        grid = tf.transpose(grid, (0, 1, 5, 2, 3, 4))
+        grid = tf.reshape(grid, (hi - lo + 1, hi - lo + 1, inputs.shape[-1], s * s * self.filters))
+        padded = tf.pad(inputs, [[0, 0], [-lo, hi], [-lo, hi], [0, 0]])
+        phases = tf.nn.conv2d(padded, grid, 1, "VALID")
+        if self.use_bias:
+            phases = phases + tf.tile(tf.cast(self.bias, self.compute_dtype), [s * s])
+        return tf.nn.depth_to_space(phases, s)
+
+
+def _phase_taps(k: int, s: int):
+    """For a "same" transposed conv (kernel k, stride s): ``(taps, lo, hi)`` where input
+    offsets ``d`` in ``[lo, hi]`` feed some output phase and ``taps[dy - lo, dx - lo, a, b]``
+    is the flat kernel index ``ty·k + tx`` that carries input ``(m + dy, n + dx)`` to output
+    ``(s·m + a, s·n + b)``, or ``k·k`` (a zero) if none does. See ``Conv2DTranspose._subpixel``."""
+    import numpy as np
+
+    p = (k - s) // 2
+    tap = {(a, d): a + p - s * d for a in range(s) for d in range(-k, k + 1) if 0 <= a + p - s * d < k}
+    lo, hi = min(d for _, d in tap), max(d for _, d in tap)
+    n = hi - lo + 1
+    taps = np.full((n, n, s, s), k * k, np.int32)
+    for (a, dy), ty in tap.items():
+        for (b, dx), tx in tap.items():
+            taps[dy - lo, dx - lo, a, b] = ty * k + tx
+    return taps, lo, hi
 
 
 def architecture(image_shape: Sequence[int]) -> Architecture:

@@ -160,9 +160,60 @@ def test_matmul_transposed_conv_matches_keras(policy):
     assert not fast._is_matmul(tf.zeros((1, 2, 2, 5)))
 
 
+@pytest.mark.parametrize("policy", ["float32", "mixed_float16"])
+@pytest.mark.parametrize(("filters", "kernel", "stride", "size"),
+                         [(1, 4, 2, 8), (3, 5, 2, 6), (2, 3, 2, 5), (1, 4, 4, 3), (4, 5, 3, 4)])
+def test_subpixel_transposed_conv_matches_keras(policy, filters, kernel, stride, size):
+    """networks.Conv2DTranspose with few filters, stride > 1 and "same" padding (a
+    stride-1 conv over s² phases, then depth_to_space) computes what Keras' layer does,
+    outputs and gradients, for even and odd kernels and strides; other shapes take Keras' path."""
+    import tensorflow as tf
+
+    keras.mixed_precision.set_global_policy(policy)
+    fast = networks.Conv2DTranspose(filters, kernel, strides=stride, padding="same", activation="sigmoid")
+    plain = keras.layers.Conv2DTranspose(filters, kernel, strides=stride, padding="same", activation="sigmoid")
+    x = tf.constant(np.random.default_rng(2).normal(size=(2, size, size + 1, 5)), tf.float32)
+    for layer in (fast, plain):
+        layer.build(x.shape)
+    fast.set_weights([np.random.default_rng(3).normal(size=(kernel, kernel, filters, 5)) / kernel,
+                      np.linspace(-1, 1, filters)])
+    plain.set_weights(fast.get_weights())
+    assert fast._is_subpixel(x)
+    weights = tf.constant(np.random.default_rng(4).normal(size=(2, size * stride, (size + 1) * stride, filters)),
+                          tf.float32)
+    results = []
+    for layer in (fast, plain):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = layer(x)
+            loss = tf.reduce_sum(tf.cast(y, tf.float32) * weights)
+        results.append([y, *tape.gradient(loss, [x, layer.kernel, layer.bias])])
+    assert results[0][0].shape == (2, size * stride, (size + 1) * stride, filters)
+    assert results[0][0].dtype == results[1][0].dtype
+    tol = 1e-5 if policy == "float32" else 2e-2
+    for got, want in zip(*results, strict=True):
+        np.testing.assert_allclose(np.asarray(tf.cast(got, tf.float32)), np.asarray(tf.cast(want, tf.float32)),
+                                   rtol=tol, atol=tol)
+    wide = networks.Conv2DTranspose(networks.SUBPIXEL_MAX_FILTERS + 1, kernel, strides=stride, padding="same")
+    valid = networks.Conv2DTranspose(filters, kernel, strides=stride, padding="valid")
+    assert not wide._is_subpixel(x) and not valid._is_subpixel(x)
+
+
+def test_phase_taps_cover_every_kernel_tap_once():
+    """Each of the k² kernel taps feeds exactly one (offset, phase) pair: the sub-pixel
+    conv uses every weight once, as the transposed conv does."""
+    for k, s in [(4, 2), (5, 2), (3, 2), (4, 4), (5, 3), (2, 2)]:
+        taps, lo, hi = networks._phase_taps(k, s)
+        used = taps[taps < k * k]
+        assert sorted(used.tolist()) == list(range(k * k)), (k, s)
+        assert taps.shape == (hi - lo + 1, hi - lo + 1, s, s)
+
+
 def test_mnist_decoder_first_deconv_takes_the_matmul_path():
     dec = networks.build_decoder((32, 32, 1), 4)
     first = dec.get_layer("deconv0")
     assert isinstance(first, networks.Conv2DTranspose)
     assert first._is_matmul(dec.get_layer("reshape").output)
     assert not dec.get_layer("deconv1")._is_matmul(dec.get_layer("relu0").output)
+    assert dec.get_layer("logits")._is_subpixel(dec.get_layer("relu2").output)
+    assert not dec.get_layer("deconv2")._is_subpixel(dec.get_layer("relu1").output)
