@@ -8,7 +8,7 @@ Without ``--model-dir`` a freshly built (untrained) EVAE decoder for 32x32x1 ima
 temporary base path; the weights do not change the cost of serving it. The server
 (``python -m serving.server``) runs in its own process on 127.0.0.1, so its resident
 memory can be measured (psutil). ``--concurrency`` client threads, each with its own
-HTTP session (REST: ``requests``, answers parsed with orjson as ``serving.client`` does)
+HTTP session (REST: ``requests``, answers parsed by ``serving.client.loads``, as the client does)
 or gRPC channel (``serving.client``), send the ``sample`` signature request
 (``num_samples=--num``, a new seed each time) back to back: first for ``--warmup``
 seconds (not counted), then for
@@ -36,11 +36,11 @@ import threading
 import time
 from pathlib import Path
 
-import orjson
 import requests
 
 from bench.machine import one_line
 from evae_tf.cli import positive
+from serving.client import loads
 
 ROOT = Path(__file__).resolve().parents[1]
 MAX_GROWTH_PCT = 10.0
@@ -206,7 +206,7 @@ class Clients:
                     response = session.post(self.url, json=body, timeout=self.timeout)
                     if response.status_code != 200:
                         error = f"HTTP {response.status_code}: {response.text[:200]}"
-                    elif len(orjson.loads(response.content)["outputs"]["png_bytes"]) != self.num:
+                    elif len(loads(response.content)["outputs"]["png_bytes"]) != self.num:
                         error = "wrong number of samples in the answer"
                 except (requests.RequestException, ValueError, KeyError, TypeError) as e:
                     error = f"{type(e).__name__}: {e}"

@@ -14,11 +14,13 @@ from __future__ import annotations
 import argparse
 import base64
 import contextlib
+import gc
 import json
 import math
 import os
 import socket
 import sys
+import threading
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -36,8 +38,7 @@ from evae_tf.images import decode_png, encode_png, grid
 _CODE_BY_HTTP = {
     400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED", 404: "NOT_FOUND",
     409: "ABORTED", 413: "RESOURCE_EXHAUSTED", 429: "RESOURCE_EXHAUSTED", 499: "CANCELLED",
-    500: "INTERNAL", 501: "UNIMPLEMENTED", 503: "UNAVAILABLE", 504: "DEADLINE_EXCEEDED",
-}  # fmt: skip
+    500: "INTERNAL", 501: "UNIMPLEMENTED", 503: "UNAVAILABLE", 504: "DEADLINE_EXCEEDED"}  # fmt: skip
 
 
 class ServingError(Exception):
@@ -96,14 +97,29 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"cannot send a {type(value).__name__} as JSON")
 
 
+_parse_lock = threading.Lock()
+
+
+def loads(content: bytes) -> Any:
+    """A REST answer's JSON, or ``None``. The cyclic GC is paused meanwhile: the ~17k lists
+    of 16 images set off collections costing 4 × the parse (orjson holds the GIL anyway)."""
+    with _parse_lock:
+        enabled = gc.isenabled()
+        gc.disable()
+        try:
+            return orjson.loads(content)
+        except orjson.JSONDecodeError:  # NaN / Infinity tokens, which TF Serving writes
+            with contextlib.suppress(ValueError):
+                return json.loads(content)
+        finally:
+            if enabled:
+                gc.enable()
+    return None
+
+
 def _json_object(response: requests.Response, url: str) -> dict[str, Any]:
     """The JSON object of a 200 answer; otherwise a :class:`ServingError`."""
-    status, answer = response.status_code, None
-    try:
-        answer = orjson.loads(response.content)
-    except orjson.JSONDecodeError:
-        with contextlib.suppress(ValueError):  # NaN / Infinity tokens, which TF Serving writes
-            answer = json.loads(response.content)
+    status, answer = response.status_code, loads(response.content)
     if not isinstance(answer, dict):
         snippet = response.text[:200].strip()
         raise ServingError(f"bad response from {url}: not JSON (an object): {snippet!r}", status)
@@ -114,14 +130,15 @@ def _json_object(response: requests.Response, url: str) -> dict[str, Any]:
 
 
 def from_json_value(value: Any) -> Any:
-    """Undo b64 encoding in a response value: ``{"b64": s}`` -> bytes, recursively."""
+    """``{"b64": s}`` -> bytes, recursively; a tensor (one dtype) whose first leaf is not one stays."""
     if isinstance(value, dict) and len(value) == 1 and isinstance(value.get("b64"), str):
         return base64.b64decode(value["b64"])
-    if isinstance(value, list):
-        return [from_json_value(v) for v in value]
     if isinstance(value, dict):
         return {k: from_json_value(v) for k, v in value.items()}
-    return value
+    leaf = value
+    while isinstance(leaf, list) and leaf:
+        leaf = leaf[0]
+    return [from_json_value(v) for v in value] if isinstance(leaf, dict) else value
 
 
 def _connection_reason(error: BaseException) -> str:
@@ -192,7 +209,7 @@ def _rest_json(response) -> dict[str, Any]:
     return orjson.loads(to_json(response))
 
 
-class ServingClient:
+class ServingClient(contextlib.AbstractContextManager):
     """One model (version) of a TF Serving server at ``http(s)://`` (REST) or ``grpc://``."""
 
     def __init__(self, url: str, model: str, version: int | None = None, timeout: float = 30):
@@ -213,9 +230,6 @@ class ServingClient:
 
     def close(self) -> None:
         self._transport.close()
-
-    def __enter__(self) -> ServingClient:
-        return self
 
     def __exit__(self, *exc_info) -> None:
         self.close()
@@ -242,8 +256,7 @@ class ServingClient:
         return images_from_outputs(self.sample_outputs(num, seed, signature_name))
 
     def decode_outputs(self, z: np.ndarray) -> dict[str, Any]:
-        """``serving_default`` outputs for latents ``z`` [N, latent_dim] (the server checks
-        the shape)."""
+        """``serving_default`` outputs for latents ``z`` [N, latent_dim] (shape checked there)."""
         return self.predict({"z": np.asarray(z, dtype=np.float32)})
 
     def decode(self, z: np.ndarray) -> np.ndarray:
@@ -317,11 +330,9 @@ def main(argv: list[str] | None = None) -> int:
             pngs = outputs.get("png_bytes") or [encode_png(image) for image in images]
             for index, data in enumerate(pngs):
                 write_bytes_atomic(args.individual_dir / f"{index:04d}.png", data)
-    except ServingError as e:
-        print(f"error: {e.message}", file=sys.stderr)
-        return 1
-    except OSError as e:
-        print(f"error: cannot write output: {e}", file=sys.stderr)
+    except (ServingError, OSError) as e:
+        reason = e.message if isinstance(e, ServingError) else f"cannot write output: {e}"
+        print(f"error: {reason}", file=sys.stderr)
         return 1
     height, width = images.shape[1:3]
     print(f"wrote {args.out} ({len(images)} images, {width}x{height} each)", file=sys.stderr)

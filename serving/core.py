@@ -84,10 +84,8 @@ def _make_call(session: tf.compat.v1.Session, signature_def):
 
 
 def load_servable(name: str, version: int, path: str | os.PathLike) -> Servable:
-    """Load version ``version`` of model ``name``: its ``serve`` MetaGraphDef into a
-    session with the process's thread settings, as TF Serving's ``LoadSavedModel`` does.
-    A signature is one ``Session.run`` on its tensor names: 0.3 ms of CPU less per
-    ``sample`` request than calling a ``tf.saved_model.load`` signature (bench/NOTES.md)."""
+    """The ``serve`` MetaGraphDef in a session with the process's threads, as TF Serving's
+    ``LoadSavedModel``: a signature is one ``Session.run`` (bench/NOTES.md, change 20)."""
     threads = tf.config.threading
     session = tf.compat.v1.Session(graph=tf.Graph(), config=tf.compat.v1.ConfigProto(
         intra_op_parallelism_threads=threads.get_intra_op_parallelism_threads(),
@@ -131,8 +129,7 @@ def _fingerprint(path: Path) -> list:
 
 @dataclasses.dataclass
 class _Model:
-    """One configured model. ``loaded`` and ``states`` are replaced, never mutated, so
-    request threads read them without a lock."""
+    """One configured model; ``loaded``/``states`` are replaced, never mutated: no lock."""
 
     config: ModelConfig
     loaded: dict[int, Servable] = dataclasses.field(default_factory=dict)
@@ -284,8 +281,7 @@ class Predictor:
         self._executor.shutdown(wait=False, cancel_futures=True)
 
     def predict(self, spec: ModelSpec, parse: Callable[[Signature], dict[str, np.ndarray]]):
-        """``(servable, outputs)``: resolve ``spec``, ``parse`` the request against its
-        signature, check the inputs and run it."""
+        """``(servable, outputs)``: resolve ``spec``, ``parse`` the request, check, run."""
         servable = self.registry.get(spec.name, spec.version, spec.label)
         key = spec.signature_name or DEFAULT_SIGNATURE
         signature = servable.signatures.get(key)

@@ -135,10 +135,8 @@ class _Servicer(prediction_grpc.PredictionServiceServicer, model_grpc.ModelServi
         return status_response(self.predictor.registry, spec_from_proto(request.model_spec))
 
 
-def make_grpc_server(predictor: Predictor, host: str, port: int,
-                     max_request_bytes: int) -> tuple[grpc.Server, int]:
-    """A gRPC server with both services bound to ``host:port`` (not started yet), and
-    the port it bound (0 if it could not)."""
+def make_grpc_server(predictor: Predictor, address: str, max_request_bytes: int) -> tuple[grpc.Server, int]:
+    """A gRPC server (not started) bound to ``host:port``, and its port (0: not bound)."""
     options = [("grpc.max_receive_message_length", max_request_bytes),
                ("grpc.max_send_message_length", -1)]
     executor = futures.ThreadPoolExecutor(predictor.num_threads, thread_name_prefix="grpc")
@@ -146,4 +144,4 @@ def make_grpc_server(predictor: Predictor, host: str, port: int,
     servicer = _Servicer(predictor)
     prediction_grpc.add_PredictionServiceServicer_to_server(servicer, server)
     model_grpc.add_ModelServiceServicer_to_server(servicer, server)
-    return server, server.add_insecure_port(f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
+    return server, server.add_insecure_port(address)

@@ -71,7 +71,7 @@ class ModelServer:
             from serving.grpc_api import make_grpc_server
 
             self._grpc, self.grpc_port = make_grpc_server(
-                self.predictor, self._host, self._grpc_port, self.max_request_bytes)
+                self.predictor, self._address(self._grpc_port), self.max_request_bytes)
             if not self.grpc_port:
                 raise OSError(f"cannot bind gRPC to {self._address(self._grpc_port)}")
             self.grpc_address = self._address(self.grpc_port)
@@ -146,8 +146,7 @@ def _build_parser() -> argparse.ArgumentParser:
     add("--max_batch_size", type=positive(int), default=DEFAULT_MAX_BATCH_SIZE,
         help="largest batch dimension of an input and largest num_samples")
     add("--tensorflow_intra_op_parallelism", type=count, default=0,
-        help="threads one TensorFlow op may use; 0 lets TensorFlow choose (docs/serving.md, "
-             "'Threads')")
+        help="threads one TensorFlow op may use; 0: TensorFlow chooses (docs/serving.md)")
     add("--tensorflow_inter_op_parallelism", type=count, default=0,
         help="TensorFlow ops run at once; 0 lets TensorFlow choose")
     return parser

@@ -9,6 +9,7 @@ same fixture models; see ``tests/test_serving_server.py``).
 
 from __future__ import annotations
 
+import gc
 import os
 import socket
 import subprocess
@@ -25,7 +26,7 @@ from werkzeug.wrappers import Response
 
 from evae_tf.files import write_bytes_atomic
 from evae_tf.images import encode_png, grid
-from serving.client import ServingClient, ServingError, images_from_outputs
+from serving.client import ServingClient, ServingError, from_json_value, images_from_outputs, loads
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -212,6 +213,59 @@ def test_images_from_outputs_falls_back_and_reports_bad_outputs():
     assert info.value.status == 200
     with pytest.raises(ServingError, match="no 'png_bytes' or 'images'"):
         images_from_outputs({"z": []})
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_loads_parses_without_collections_and_restores_the_collector(enabled):
+    """A 16-image answer (~17k lists) is parsed with no cyclic collection; the collector is
+    left as it was, after good JSON, TF Serving's NaN tokens and non-JSON alike."""
+    body = (b'{"outputs": {"images": '
+                          + str(np.full((16, 32, 32, 1), 0.5).tolist()).encode() + b"}}")
+    collections = []
+    gc.callbacks.append(lambda phase, info: collections.append(phase))
+    (gc.enable if enabled else gc.disable)()
+    try:
+        doc = loads(body)
+        during = len(collections)  # before anything else allocates (the count is high now)
+        assert during == 0 and gc.isenabled() == enabled
+        assert np.asarray(doc["outputs"]["images"]).shape == (16, 32, 32, 1)
+        assert np.isnan(loads(b'{"x": NaN}')["x"]) and gc.isenabled() == enabled
+        assert loads(b"<html>") is None and gc.isenabled() == enabled
+        gc.collect()
+        assert collections  # the callback does see collections
+    finally:
+        gc.callbacks.pop()
+        gc.enable()
+    assert len(body) > 100_000
+
+
+def test_loads_from_threads_leaves_the_collector_on():
+    """Concurrent parses do not leave the collector paused (each restores what it found)."""
+    body = b"[" + b",".join([b"[1.5]"] * 20_000) + b"]"
+    errors = []
+
+    def parse():
+        try:
+            for _ in range(20):
+                assert len(loads(body)) == 20_000
+        except AssertionError as e:  # pragma: no cover - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=parse) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors and gc.isenabled()
+
+
+def test_from_json_value_decodes_b64_and_leaves_numeric_tensors_alone():
+    images = [[[0.5], [0.25]], [[1.0], [0.0]]]
+    assert from_json_value(images) is images  # a numeric tensor: not walked, not copied
+    rows = [{"png_bytes": {"b64": "UE5H"}, "z": [1.0, 2.0]}, {"png_bytes": {"b64": "AA=="}, "z": [3.0, 4.0]}]
+    assert from_json_value(rows) == [{"png_bytes": b"PNG", "z": [1.0, 2.0]}, {"png_bytes": b"\0", "z": [3.0, 4.0]}]
+    columns = {"png_bytes": [{"b64": "UE5H"}], "empty": [], "name": "x"}
+    assert from_json_value(columns) == {"png_bytes": [b"PNG"], "empty": [], "name": "x"}
 
 
 def test_write_bytes_atomic_replaces_and_leaves_no_temp_files(tmp_path):
