@@ -118,14 +118,19 @@ class BatchNormalization(layers.BatchNormalization):
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
 class Conv2DTranspose(layers.Conv2DTranspose):
-    """Keras' ``Conv2DTranspose``, computed as one matrix product when its input is 1×1.
+    """Keras' ``Conv2DTranspose``: a matmul for a 1×1 input, a sub-pixel conv for few filters.
 
     With a 1×1 input, stride 1 and "valid" padding (the MNIST-style decoder's first
     transposed conv, 1×1×256 → 4×4×128) every output pixel is a linear map of the input
     vector: ``out[b, i, j, c] = sum_k x[b, k] · kernel[i, j, c, k] (+ bias)``. A matmul
     computes exactly that, and on CPU it is much cheaper than the deconvolution kernel
-    (bench/NOTES.md: about a tenth of the training step). Same weights, same outputs; any
-    other configuration uses Keras' own computation.
+    (bench/NOTES.md: about a tenth of the training step).
+
+    With at most ``SUBPIXEL_MAX_FILTERS`` filters, a stride above 1 and "same" padding (the
+    decoders' output layers) it runs as one stride-1 conv over the s² output phases, then
+    ``depth_to_space`` (``_subpixel``; docs/math.md, 'Networks'): oneDNN's deconvolution
+    is slow with so few output channels. Same weights, same outputs; any other
+    configuration uses Keras' own computation.
     """
 
     def _is_matmul(self, inputs) -> bool:

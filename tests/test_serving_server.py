@@ -412,6 +412,7 @@ def test_num_samples_out_of_range_is_a_bad_request(base_url, num_samples):
     body = {"signature_name": "sample", "inputs": {"num_samples": num_samples, "seed": 0}}
     error = assert_error(post(base_url, PREDICT, body), 400)
     assert "num_samples must be in [1, 1024]" in error
+    assert "Graph execution error" not in error and "Detected at node" not in error  # TF's Python decorations
     assert len(sample(base_url, 1, 0)["png_bytes"]) == 1  # still serving
 
 
