@@ -128,7 +128,7 @@ class Conv2DTranspose(layers.Conv2DTranspose):
 
     With at most ``SUBPIXEL_MAX_FILTERS`` filters, a stride above 1 and "same" padding (the
     decoders' output layers) it runs as one stride-1 conv over the s² output phases, then
-    ``depth_to_space`` (``_subpixel``; docs/math.md, 'Networks'): oneDNN's deconvolution
+    ``depth_to_space`` (``_subpixel``; docs/math.md, 'Networks (Appendix B)'): oneDNN's deconvolution
     is slow with so few output channels. Same weights, same outputs; any other
     configuration uses Keras' own computation.
     """

@@ -77,7 +77,10 @@ def test_mirrored_on_two_cpus_matches_single_device_training(kind, tmp_path):
     moved = np.linalg.norm(single - saved["init"])
     assert moved > 0.1
     assert np.linalg.norm(multi - single) / moved < 0.2
-    np.testing.assert_allclose(saved["loss1"], saved["loss2"], rtol=1e-4)
+    # The epoch losses differ by the same round-off: measured up to 7.6e-5 (relative) with
+    # the oneDNN deconvolution, 1.3e-4 once in CI with the sub-pixel output layer; the
+    # weights check above is what catches a wrong replica scaling.
+    np.testing.assert_allclose(saved["loss1"], saved["loss2"], rtol=1e-3)
 
 
 WORKER_SCRIPT = textwrap.dedent("""
