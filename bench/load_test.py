@@ -38,7 +38,7 @@ from pathlib import Path
 
 import requests
 
-from bench.machine import one_line
+from bench.machine import describe, load_average, one_line
 from evae_tf.cli import positive
 from serving.client import loads
 
@@ -243,8 +243,6 @@ def run(args) -> dict:
 
 
 def measure(args, server: Server, exported: bool) -> dict:
-    from bench.machine import describe, load_average
-
     machine = describe()  # the server turns oneDNN on unless TF_ENABLE_ONEDNN_OPTS is set
     clients = Clients(server.url, args.concurrency, args.num, args.timeout)
     print(f"Warming up for {args.warmup:g}s with {args.concurrency} clients ...", flush=True)

@@ -130,6 +130,27 @@ def test_batchnorm_relu_keeps_nan_visible_in_graphs(training):
     assert np.isfinite(out[..., 1]).all()
 
 
+def _assert_layers_agree(fast, plain, x, weights, loss_weights, tol):
+    """``fast`` and ``plain`` built with the same ``weights`` give the same outputs and the
+    same gradients of ``sum(y * loss_weights)`` for input, kernel and bias; returns ``fast(x)``."""
+    import tensorflow as tf
+
+    results = []
+    for layer in (fast, plain):
+        layer.build(x.shape)
+        layer.set_weights(weights)
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = layer(x)
+            loss = tf.reduce_sum(tf.cast(y, tf.float32) * loss_weights)
+        results.append([y, *tape.gradient(loss, [x, layer.kernel, layer.bias])])
+    assert results[0][0].dtype == results[1][0].dtype
+    for got, want in zip(*results, strict=True):
+        np.testing.assert_allclose(np.asarray(tf.cast(got, tf.float32)), np.asarray(tf.cast(want, tf.float32)),
+                                   rtol=tol, atol=tol)
+    return results[0][0]
+
+
 @pytest.mark.parametrize("policy", ["float32", "mixed_float16"])
 def test_matmul_transposed_conv_matches_keras(policy):
     """networks.Conv2DTranspose on a 1×1 input (a matmul) computes what Keras' layer does,
@@ -140,23 +161,10 @@ def test_matmul_transposed_conv_matches_keras(policy):
     fast = networks.Conv2DTranspose(6, 4, padding="valid", activation="relu")
     plain = keras.layers.Conv2DTranspose(6, 4, padding="valid", activation="relu")
     x = tf.constant(np.random.default_rng(2).normal(size=(3, 1, 1, 5)), tf.float32)
-    for layer in (fast, plain):
-        layer.build(x.shape)
-    fast.set_weights([np.random.default_rng(3).normal(size=(4, 4, 6, 5)), np.linspace(-1, 1, 6)])
-    plain.set_weights(fast.get_weights())
+    weights = [np.random.default_rng(3).normal(size=(4, 4, 6, 5)), np.linspace(-1, 1, 6)]
+    y = _assert_layers_agree(fast, plain, x, weights, tf.range(6.0), 1e-5 if policy == "float32" else 1e-2)
     assert fast._is_matmul(x)
-    results = []
-    for layer in (fast, plain):
-        with tf.GradientTape() as tape:
-            tape.watch(x)
-            y = layer(x)
-            loss = tf.reduce_sum(tf.cast(y, tf.float32) * tf.range(96.0)[: y.shape[-1]])
-        results.append([y, *tape.gradient(loss, [x, layer.kernel, layer.bias])])
-    assert results[0][0].shape == (3, 4, 4, 6) and results[0][0].dtype == results[1][0].dtype
-    tol = 1e-5 if policy == "float32" else 1e-2
-    for got, want in zip(*results, strict=True):
-        np.testing.assert_allclose(np.asarray(tf.cast(got, tf.float32)), np.asarray(tf.cast(want, tf.float32)),
-                                   rtol=tol, atol=tol)
+    assert y.shape == (3, 4, 4, 6)
     assert not fast._is_matmul(tf.zeros((1, 2, 2, 5)))
 
 
@@ -173,27 +181,13 @@ def test_subpixel_transposed_conv_matches_keras(policy, filters, kernel, stride,
     fast = networks.Conv2DTranspose(filters, kernel, strides=stride, padding="same", activation="sigmoid")
     plain = keras.layers.Conv2DTranspose(filters, kernel, strides=stride, padding="same", activation="sigmoid")
     x = tf.constant(np.random.default_rng(2).normal(size=(2, size, size + 1, 5)), tf.float32)
-    for layer in (fast, plain):
-        layer.build(x.shape)
-    fast.set_weights([np.random.default_rng(3).normal(size=(kernel, kernel, filters, 5)) / kernel,
-                      np.linspace(-1, 1, filters)])
-    plain.set_weights(fast.get_weights())
+    weights = [np.random.default_rng(3).normal(size=(kernel, kernel, filters, 5)) / kernel,
+               np.linspace(-1, 1, filters)]
+    output_shape = (2, size * stride, (size + 1) * stride, filters)
+    loss_weights = tf.constant(np.random.default_rng(4).normal(size=output_shape), tf.float32)
+    y = _assert_layers_agree(fast, plain, x, weights, loss_weights, 1e-5 if policy == "float32" else 2e-2)
     assert fast._is_subpixel(x)
-    weights = tf.constant(np.random.default_rng(4).normal(size=(2, size * stride, (size + 1) * stride, filters)),
-                          tf.float32)
-    results = []
-    for layer in (fast, plain):
-        with tf.GradientTape() as tape:
-            tape.watch(x)
-            y = layer(x)
-            loss = tf.reduce_sum(tf.cast(y, tf.float32) * weights)
-        results.append([y, *tape.gradient(loss, [x, layer.kernel, layer.bias])])
-    assert results[0][0].shape == (2, size * stride, (size + 1) * stride, filters)
-    assert results[0][0].dtype == results[1][0].dtype
-    tol = 1e-5 if policy == "float32" else 2e-2
-    for got, want in zip(*results, strict=True):
-        np.testing.assert_allclose(np.asarray(tf.cast(got, tf.float32)), np.asarray(tf.cast(want, tf.float32)),
-                                   rtol=tol, atol=tol)
+    assert y.shape == output_shape
     wide = networks.Conv2DTranspose(networks.SUBPIXEL_MAX_FILTERS + 1, kernel, strides=stride, padding="same")
     valid = networks.Conv2DTranspose(filters, kernel, strides=stride, padding="valid")
     assert not wide._is_subpixel(x) and not valid._is_subpixel(x)
