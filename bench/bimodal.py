@@ -97,7 +97,7 @@ def _fit_chunks(model, chunks: int, chunk_steps: int, recorder: ChunkRecorder):
     import keras
     import tensorflow as tf
 
-    from bench.figures import BATCH, synthetic_batch
+    from bench.harness import BATCH, synthetic_batch
 
     images = tf.data.Dataset.from_tensor_slices(
         synthetic_batch().repeat(chunk_steps, axis=0)).batch(BATCH).repeat()
@@ -119,7 +119,7 @@ def child(candidate: str, loop: str, chunks: int, chunk_steps: int, kind: str) -
     import tensorflow as tf
 
     from bench import machine, threading_candidates
-    from bench.figures import BATCH, Stepper, build_model
+    from bench.harness import BATCH, Stepper, build_model
 
     threads = threading_candidates.configure_tensorflow(candidate, tf)
     start = time.perf_counter()

@@ -1,4 +1,4 @@
-"""The ``epoch`` figure's measurement in a process of its own (see ``bench.figures.fig_epoch``).
+"""The ``epoch`` figure's measurement in a process of its own (see ``bench.fig_epoch``).
 
     python -m bench.epoch [--quick] [--repeats N]
 
@@ -20,7 +20,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=7)
     args = p.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from bench.figures import Context, epoch_measurement
+    from bench.fig_epoch import epoch_measurement
+    from bench.harness import Context
 
     ctx = Context(quick=args.quick, repeats=args.repeats, log=lambda m: print(m, file=sys.stderr))
     try:

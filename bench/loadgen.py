@@ -1,4 +1,4 @@
-"""REST load generator for ``bench.figures.fig_serving`` (run as a separate process).
+"""REST load generator for ``bench.fig_serving`` (run as a separate process).
 
     python -m bench.loadgen --url http://127.0.0.1:PORT --model evae --concurrency 8 \\
         --requests 400 --num 16

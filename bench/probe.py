@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
         tf.config.threading.set_inter_op_parallelism_threads(args.inter)
     if args.intra >= 0:
         tf.config.threading.set_intra_op_parallelism_threads(args.intra)
-    from bench.figures import Stepper, build_model
+    from bench.harness import Stepper, build_model
 
     stepper = Stepper(build_model(args.kind))
     times = [stepper.run(args.steps) for _ in range(args.repeats)]

@@ -53,6 +53,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.table import num
+from evae_tf.cli import positive
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results.json"
 
@@ -208,23 +209,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--only", nargs="+", choices=list(FIGURES), metavar="NAME",
                    help=f"run only these figures ({', '.join(FIGURES)})")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON results file (atomic write)")
-    p.add_argument("--repeats", type=int, default=None,
+    p.add_argument("--repeats", type=positive(int), default=None,
                    help="repeats per measurement (default 7, --quick 3)")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
     if args.repeats is None:
         args.repeats = 3 if args.quick else 7
-    if args.repeats < 1:
-        parser.error("--repeats must be positive")
 
     from bench import figures as figures_lib
     from bench.timing import load_average
-    from evae_tf.config import write_json_atomic
+    from evae_tf.files import write_json_atomic
 
     names = args.only or list(figures_lib.FIGURES)
     names = [n for n in figures_lib.FIGURES if n in names]  # canonical order

@@ -18,7 +18,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from evae_tf import data, metrics, runs, samplers
+from evae_tf import data, evaluation, runs, samplers
 
 SAMPLES, BATCH = 10_000, 500
 
@@ -63,9 +63,9 @@ def second_stage_sampler(z: np.ndarray, epochs: int):
 
 def score(model, draw, network, real) -> dict[str, float]:
     images = [model.decode(draw(BATCH, i)).numpy() for i in range(SAMPLES // BATCH)]
-    fake = metrics.feature_stats(images, network)
-    return {"fid": metrics.fid_from_stats(real, fake, network)["fid"],
-            "sharpness": float(np.mean([metrics.sharpness(b) for b in images]))}
+    fake = evaluation.feature_stats(images, network)
+    return {"fid": evaluation.fid_from_stats(real, fake, network)["fid"],
+            "sharpness": float(np.mean([evaluation.sharpness(b) for b in images]))}
 
 
 def main(argv=None) -> None:
@@ -83,8 +83,8 @@ def main(argv=None) -> None:
     start = time.perf_counter()
     stage2 = second_stage_sampler(z, args.epochs)
     out["second_stage_train_seconds"] = time.perf_counter() - start
-    network = metrics.fid_network("domain", dataset=config.dataset)
-    real = metrics.feature_stats(data.load(config.dataset, "holdout", batch_size=BATCH), network)
+    network = evaluation.fid_network("domain", dataset=config.dataset)
+    real = evaluation.feature_stats(data.load(config.dataset, "holdout", batch_size=BATCH), network)
     for name, draw in (("mixture_10_full", lambda n, s: mixture.sample(n, seed=s).numpy()),
                        ("gaussian_1_full", lambda n, s: single.sample(n, seed=s).numpy()),
                        ("second_stage_vae", stage2)):

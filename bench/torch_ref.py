@@ -1,6 +1,6 @@
 """A same-network PyTorch reference for the training step (optional: ``pip install '.[bench]'``).
 
-The paper's 32×32×1 networks as ``evae_tf.networks`` builds them, in PyTorch:
+The paper's 32×32×1 networks as ``evae_tf.models.networks`` builds them, in PyTorch:
 
 * encoder: four ``Conv 4×4, stride 2, same`` (32, 64, 128, 256 filters; "same" is a padding
   of 1 at these sizes) each with BatchNorm and ReLU, flatten, one dense head per posterior
@@ -9,7 +9,7 @@ The paper's 32×32×1 networks as ``evae_tf.networks`` builds them, in PyTorch:
   ``ConvTranspose 4×4 stride 2`` to 8×8×64, 16×16×32 and 32×32×1, BatchNorm and ReLU after
   each but the last, a sigmoid at the end;
 
-and the same loss as ``evae_tf.models`` / ``evae_tf.losses``: ``r = softplus + 1e-3``,
+and the same loss as ``evae_tf.models`` / ``evae_tf.models.losses``: ``r = softplus + 1e-3``,
 ``B = softplus + 1e-3``, ``z = b (mu + r K) + B (V - 1/2)`` with ``K`` the median of three
 ``Unif[-1, 1]`` draws, binary cross-entropy summed over pixels (probabilities clipped to
 ``[1e-7, 1 - 1e-7]``) plus ``sum_d 3 B / (5 n r)``, averaged over the batch; the running mean

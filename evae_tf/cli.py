@@ -1,9 +1,12 @@
-"""What the command lines (trainers, export, bench) share: argparse value types, the
-``--help`` formatter, the ex-post sampler's flags, exit codes and the SIGTERM handling.
+"""What the command lines (trainers, export, serving, bench) share: argparse value types,
+the ``--help`` formatter, the ex-post sampler's flags, exit codes, the ``error:`` line,
+``--verbose auto`` and the SIGTERM handling.
 
-Each value type raises ``argparse.ArgumentTypeError``, so argparse prints one line naming
-the flag and the value received, and exits with status 2. Nothing here imports
-TensorFlow, so ``--help`` and usage errors stay fast.
+Exit codes: 0 done · 1 failure (one ``error:`` line on stderr, see :func:`fail`) · 2 usage
+error (argparse: the message names the flag and the value) · 130 interrupted. Each value
+type raises ``argparse.ArgumentTypeError``, so argparse prints one line naming the flag and
+the value received, and exits with status 2. Nothing here imports TensorFlow, so ``--help``
+and usage errors stay fast.
 """
 
 from __future__ import annotations
@@ -13,13 +16,49 @@ import contextlib
 import math
 import os
 import signal
+import sys
 import threading
 
 from evae_tf.config import COVARIANCE_TYPES, SamplerConfig
+from evae_tf.errors import EvaeError, one_line
 
+EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2  # argparse's own status for a bad flag
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports Ctrl-C
+VERBOSE_CHOICES = ("auto", 0, 1, 2)  # Keras' fit(verbose=...): 0 silent, 1 bar, 2 line per epoch
+
+
+def fail(error: BaseException | str) -> int:
+    """Prints ``error: <one line>`` on stderr and returns :data:`EXIT_FAILURE`.
+
+    An :class:`~evae_tf.errors.EvaeError` prints as it is (its message and hint are one
+    line already); any other error is squeezed onto one line.
+    """
+    text = str(error) if isinstance(error, EvaeError) else one_line(error)
+    print(f"error: {text}", file=sys.stderr)
+    return EXIT_FAILURE
+
+
+def verbose_flag(text: str) -> str | int:
+    """A ``--verbose`` type: ``auto`` or an integer (``choices=VERBOSE_CHOICES`` checks it)."""
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected auto, 0, 1 or 2, received {text!r}") from None
+
+
+def resolve_verbose(verbose: str | int, stream=None) -> int:
+    """Keras' verbosity for ``verbose``: ``auto`` is 1 (a progress bar) when ``stream``
+    (default: stdout) is a terminal and 2 (one line per epoch, no ANSI codes) when it is
+    a file or a pipe; 0, 1 and 2 are kept."""
+    if verbose != "auto":
+        return int(verbose)
+    stream = sys.stdout if stream is None else stream
+    isatty = getattr(stream, "isatty", None)
+    return 1 if isatty is not None and isatty() else 2
 
 
 def _number(kind, accepts, wanted: str):

@@ -12,14 +12,15 @@ import json
 import math
 from typing import Any
 
-from evae_tf.files import write_json_atomic  # noqa: F401  (re-exported for callers)
+from evae_tf import defaults
+from evae_tf.files import write_json_atomic
 
-DEFAULT_STEP = 100.0 ** (-2.0 / 9.0)  # b(100) ≈ 0.359381, the paper's step size.
-
-MODEL_KINDS = ("evae", "vae")
+DEFAULT_STEP = defaults.STEP
+MODEL_KINDS = defaults.MODEL_KINDS
+COVARIANCE_TYPES = defaults.COVARIANCE_TYPES
 PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
 STRATEGIES = ("auto", "default", "mirrored", "multi_worker")
-# The FID feature networks (evae_tf.metrics) and the --fid choices of the command lines.
+# The FID feature networks (evae_tf.evaluation.features) and the --fid choices of the command lines.
 FID_NETWORKS = ("inception2015", "keras_inception", "domain")
 FID_CHOICES = (*FID_NETWORKS, "none")
 DEFAULT_FID = "inception2015"  # the paper's (and the published FIDs') network
@@ -69,12 +70,12 @@ class ModelConfig:
 
     kind: str = "evae"
     image_shape: tuple[int, int, int] = (32, 32, 1)
-    latent_dim: int = 64
+    latent_dim: int = defaults.LATENT_DIM
     # EVAE only (docs/math.md, 'Parameterisation and floors', 'The EVAE loss and its sign'):
-    support: str | float = "learned"
-    step: float = DEFAULT_STEP
-    spread_floor: float = 1e-3
-    support_floor: float = 1e-3
+    support: str | float = defaults.SUPPORT
+    step: float = defaults.STEP
+    spread_floor: float = defaults.SPREAD_FLOOR
+    support_floor: float = defaults.SUPPORT_FLOOR
     kernel_n: int | None = None
     seed: int | None = None
 
@@ -114,7 +115,6 @@ class ModelConfig:
         return cls(**_known_fields(cls, d))
 
 
-COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
 
 
 @dataclasses.dataclass
@@ -123,8 +123,8 @@ class SamplerConfig:
     sampling: how images are generated'): a Gaussian mixture of ``components``
     components with ``covariance_type`` covariances (scikit-learn's names)."""
 
-    components: int = 10
-    covariance_type: str = "full"
+    components: int = defaults.SAMPLER_COMPONENTS
+    covariance_type: str = defaults.COVARIANCE_TYPE
 
     def __post_init__(self):
         _positive_int("components", self.components)
@@ -143,9 +143,9 @@ class TrainConfig:
 
     dataset: str
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
-    epochs: int = 50
-    batch_size: int = 100
-    learning_rate: float = 1e-4
+    epochs: int = defaults.EPOCHS
+    batch_size: int = defaults.BATCH_SIZE
+    learning_rate: float = defaults.LEARNING_RATE
     steps_per_epoch: int | None = None
     validation_steps: int | None = None
     precision: str = "auto"
@@ -188,7 +188,7 @@ class TrainConfig:
             return cls.from_dict(json.load(f))
 
 
-def defaults(cls) -> dict[str, Any]:
+def field_defaults(cls) -> dict[str, Any]:
     """``{field: default}`` of a config dataclass, for the fields that have a plain default.
 
     The one source of the defaults: the command lines and library signatures read them
@@ -197,8 +197,8 @@ def defaults(cls) -> dict[str, Any]:
     return {f.name: f.default for f in dataclasses.fields(cls) if f.default is not dataclasses.MISSING}
 
 
-MODEL_DEFAULTS: dict[str, Any] = defaults(ModelConfig)
-TRAIN_DEFAULTS: dict[str, Any] = defaults(TrainConfig)
+MODEL_DEFAULTS: dict[str, Any] = field_defaults(ModelConfig)
+TRAIN_DEFAULTS: dict[str, Any] = field_defaults(TrainConfig)
 
 
 def _known_fields(cls, d: dict[str, Any]) -> dict[str, Any]:

@@ -1,7 +1,7 @@
 """Image grids and PNG bytes with numpy alone (Pillow encodes; no TensorFlow, no matplotlib).
 
-The one tiling function of the project: TensorBoard's monitor (:mod:`evae_tf.monitor`),
-the report figures (:mod:`evae_tf.figures`) and a thin serving client can all use it.
+The one tiling function of the project: TensorBoard's monitor (:mod:`evae_tf.training.monitor`),
+the report figures (:mod:`evae_tf.experiments.figures`) and a thin serving client can all use it.
 
     png = encode_png(grid(images, ncols=8))   # images [N, H, W, C] -> one PNG
 """

@@ -20,6 +20,8 @@ import shutil
 import sys
 from pathlib import Path
 
+from evae_tf.cli import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, HelpFormatter, fail
+from evae_tf.errors import EvaeError, one_line
 from export.saved_model import TEMP_PREFIX
 
 _LEFTOVER = re.compile(re.escape(TEMP_PREFIX) + r"([0-9]+)-[0-9a-f]+")
@@ -64,9 +66,24 @@ def export_leftovers(base_path: str | os.PathLike) -> list[Path]:
     return leftovers
 
 
+def _remove(base_path: Path, dry_run: bool) -> bool:
+    """Removes (or lists) the leftovers of one base path; False if any could not go."""
+    ok = True
+    for leftover in export_leftovers(base_path):
+        try:
+            if not dry_run:
+                shutil.rmtree(leftover)
+        except OSError as e:
+            fail(f"cannot remove {leftover}: {one_line(e)}")
+            ok = False
+            continue
+        print(f"{'would remove' if dry_run else 'removed'} {leftover}")
+    return ok
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m export.cleanup",
+        prog="python -m export.cleanup", formatter_class=HelpFormatter,
         description="Remove .tmp-export-* leftovers of killed exports from model base paths.",
     )
     parser.add_argument("base_paths", nargs="+", type=Path, metavar="BASE_PATH")
@@ -75,18 +92,14 @@ def main(argv: list[str] | None = None) -> int:
     for base_path in args.base_paths:
         if not base_path.is_dir():
             parser.error(f"base path {str(base_path)!r} is not a directory")
-    failed = False
-    for base_path in args.base_paths:
-        for leftover in export_leftovers(base_path):
-            try:
-                if not args.dry_run:
-                    shutil.rmtree(leftover)
-            except OSError as e:
-                print(f"error: cannot remove {leftover}: {e}", file=sys.stderr)
-                failed = True
-                continue
-            print(f"{'would remove' if args.dry_run else 'removed'} {leftover}")
-    return 1 if failed else 0
+    try:
+        results = [_remove(base_path, args.dry_run) for base_path in args.base_paths]
+    except (EvaeError, OSError) as e:  # a base path that cannot be listed
+        return fail(e)
+    except KeyboardInterrupt:
+        print("Interrupted; leftovers not yet removed are still there.", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    return EXIT_OK if all(results) else EXIT_FAILURE
 
 
 if __name__ == "__main__":

@@ -57,17 +57,15 @@ from pathlib import Path
 from typing import Any
 
 from evae_tf.cli import (
-    EXIT_FAILURE,
     EXIT_INTERRUPTED,
+    EXIT_OK,
     HelpFormatter,
+    fail,
     positive,
     sigterm_as_keyboard_interrupt,
 )
-from evae_tf.rundir import (
-    WEIGHTS,
-    RunDirError,
-    one_line,
-)
+from evae_tf.errors import EvaeError, ExportError, RunDirError, one_line
+from evae_tf.runs.rundir import WEIGHTS
 
 log = logging.getLogger(__name__)
 
@@ -78,10 +76,6 @@ SERVING_PORT = 8501
 # A version being written; TF Serving only loads all-digit names. export.cleanup removes
 # the ones a killed export left.
 TEMP_PREFIX = ".tmp-export-"
-
-
-class ExportError(Exception):
-    """An export that cannot be done; the message (one line) says why."""
 
 
 # --- small helpers -------------------------------------------------------------------------
@@ -112,14 +106,13 @@ def evae_tf_version() -> str:
 
 
 def model_kind(model) -> str:
+    """``"evae"`` or ``"vae"`` (:func:`evae_tf.models.kind_of`), else an ``ExportError``."""
     from evae_tf import models
 
-    for kind, cls in models.MODELS.items():
-        if isinstance(model, cls):
-            return kind
-    raise ExportError(
-        f"expected an EVAE or VAE (evae_tf.models), received {type(model).__name__}"
-    )
+    try:
+        return models.kind_of(model)
+    except TypeError as e:
+        raise ExportError(str(e)) from None
 
 
 # --- the decoder and the endpoints ---------------------------------------------------------
@@ -129,7 +122,7 @@ def float32_decoder(model):
     """The model's decoder rebuilt under the float32 policy with the trained weights."""
     import keras
 
-    from evae_tf import networks
+    from evae_tf.models import networks
 
     previous = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy("float32")
@@ -147,37 +140,15 @@ def float32_decoder(model):
     return decoder
 
 
-def prior_sampler(model):
-    """``draw(shape, seed_pair) -> z``: the model's prior as stateless TF ops.
-
-    EVAE: ``B_prior * (U - 0.5)`` with ``U ~ Unif[0, 1)`` and ``B_prior`` (per latent
-    dimension) a graph constant; VAE: ``N(0, I)``. Same draws as ``model.sample_prior``.
-    """
-    import numpy as np
-    import tensorflow as tf
-
-    if model_kind(model) == "evae":
-        support = np.asarray(model.prior_support(), dtype=np.float32)
-
-        def draw(shape, seed):
-            uniform = tf.random.stateless_uniform(shape, seed=seed, dtype=tf.float32)
-            return tf.constant(support, name="prior_support") * (uniform - 0.5)
-
-    else:
-
-        def draw(shape, seed):
-            return tf.random.stateless_normal(shape, seed=seed, dtype=tf.float32)
-
-    return draw
-
-
 def build_archive(model, sampler):
     """An ``ExportArchive`` of the model's float32 decoder with ``sample`` drawing from
     ``sampler`` (an ex-post sampler of ``evae_tf.samplers``) and ``sample_prior`` from
-    the paper's prior (see :func:`decoder_archive`)."""
+    the paper's prior, ``model.prior()`` (see :func:`decoder_archive`)."""
+    model_kind(model)
+    prior = model.prior()  # built eagerly: the EVAE's B_prior becomes a graph constant
     draws = {
         "sample": lambda shape, seed: sampler.draw(shape[0], seed),
-        "sample_prior": prior_sampler(model),
+        "sample_prior": lambda shape, seed: prior.draw(shape[0], seed),
     }
     return decoder_archive(float32_decoder(model), int(model.latent_dim), draws)
 
@@ -356,7 +327,7 @@ def export_decoder(model, export_dir: str | os.PathLike, *, sampler=None, train_
 def _check_sampler(model, sampler):
     if sampler is None:
         raise ExportError("the model has no ex-post sampler, and the paper's prior alone generates "
-                          "collapsed images; fit one with evae_tf.samplers.fit_expost (or "
+                          "collapsed images; fit one with evae_tf.runs.fit_sampler (or "
                           "python -m trainers.fit_sampler --workdir RUN) and pass it as sampler=")
     if getattr(sampler, "latent_dim", None) != int(model.latent_dim):
         raise ExportError(f"the sampler draws {getattr(sampler, 'latent_dim', '?')}-dimensional latents; "
@@ -474,17 +445,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with sigterm_as_keyboard_interrupt():  # so that the temporary directory is removed
             path = export_run(args.workdir, args.model_base_path, args.version, args.weights)
-    except ExportError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return EXIT_FAILURE
+    except EvaeError as e:
+        return fail(e)
     except KeyboardInterrupt:
         print("Interrupted; nothing was exported.", file=sys.stderr)
         return EXIT_INTERRUPTED
     except Exception as e:  # never a traceback on the command line
-        print(f"error: export failed: {type(e).__name__}: {one_line(e)}", file=sys.stderr)
-        return EXIT_FAILURE
+        return fail(f"export failed: {type(e).__name__}: {one_line(e)}")
     print(summary(path, Path(args.model_base_path), time.perf_counter() - start))
-    return 0
+    return EXIT_OK
 
 
 if __name__ == "__main__":

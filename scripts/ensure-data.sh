@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Makes the real Fashion-MNIST available offline through Debian's dataset-fashion-mnist
-# package (IDX files in /usr/share/datasets/fashion-mnist), which evae_tf.data finds by itself.
+# package (IDX files in /usr/share/datasets/fashion-mnist), which evae_tf.data.sources finds by itself.
 #
-# Idempotent: does nothing when the four IDX files are already in either place evae_tf.data
+# Idempotent: does nothing when the four IDX files are already in either place evae_tf.data.sources
 # searches. Never fails hard: without apt or root it prints what to do and exits 0, and the
 # Python side reports the real error if the data is still missing when it is needed.
 set -u

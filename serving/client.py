@@ -30,7 +30,8 @@ import numpy as np
 import orjson
 import requests
 
-from evae_tf.cli import positive
+from evae_tf import errors
+from evae_tf.cli import EXIT_INTERRUPTED, fail, positive
 from evae_tf.files import write_bytes_atomic
 from evae_tf.images import decode_png, encode_png, grid
 
@@ -41,7 +42,7 @@ _CODE_BY_HTTP = {
     500: "INTERNAL", 501: "UNIMPLEMENTED", 503: "UNAVAILABLE", 504: "DEADLINE_EXCEEDED"}  # fmt: skip
 
 
-class ServingError(Exception):
+class ServingError(errors.ServingError):
     """A failed request. ``status``: HTTP status (REST) or gRPC code name, None if no
     answer came; ``code``: the canonical code name (``"NOT_FOUND"``) for both."""
 
@@ -330,10 +331,10 @@ def main(argv: list[str] | None = None) -> int:
             pngs = outputs.get("png_bytes") or [encode_png(image) for image in images]
             for index, data in enumerate(pngs):
                 write_bytes_atomic(args.individual_dir / f"{index:04d}.png", data)
-    except (ServingError, OSError) as e:
-        reason = e.message if isinstance(e, ServingError) else f"cannot write output: {e}"
-        print(f"error: {reason}", file=sys.stderr)
-        return 1
+    except (errors.EvaeError, OSError) as e:  # a request's error: the message without its status
+        return fail(e.message if isinstance(e, errors.EvaeError) else f"cannot write output: {e}")
+    except KeyboardInterrupt:  # Ctrl-C: a file being written is left as it was
+        return EXIT_INTERRUPTED
     height, width = images.shape[1:3]
     print(f"wrote {args.out} ({len(images)} images, {width}x{height} each)", file=sys.stderr)
     return 0

@@ -16,11 +16,10 @@ from pathlib import Path
 from google.protobuf import text_format
 from tensorflow_serving.config import model_server_config_pb2
 
+from evae_tf.errors import ModelConfigError
+
 ModelConfig = model_server_config_pb2.ModelConfig
-
-
-class ModelConfigError(ValueError):
-    """A model config file that cannot be parsed or is not valid (one line, file named)."""
+DEFAULT_MAX_BATCH_SIZE = 1024  # requests for more rows are refused before the model runs
 
 
 def single_model_config(name: str, base_path: str | os.PathLike) -> ModelConfig:

@@ -24,18 +24,18 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.core.protobuf import error_codes_pb2
 
-from serving.config import ModelConfig, select_versions
+from evae_tf import errors
+from serving.config import DEFAULT_MAX_BATCH_SIZE, ModelConfig, select_versions
 
 logger = logging.getLogger(__name__)
 
 Code = error_codes_pb2.Code
 DEFAULT_SIGNATURE = "serving_default"
 PREDICT_METHOD_NAMES = tuple(f"tensorflow/serving/{m}" for m in ("predict", "classify", "regress"))
-DEFAULT_MAX_BATCH_SIZE = 1024  # requests for more rows are refused before the model runs
 NUM_SAMPLES_INPUT = "num_samples"  # a scalar integer input of this name asks for N rows
 
 
-class ServingError(Exception):
+class ServingError(errors.ServingError):
     """A failed request: ``code`` is a canonical ``error_codes_pb2.Code`` value."""
 
     def __init__(self, code: int, message: str):

@@ -17,11 +17,10 @@ from pathlib import Path
 from waitress import wasyncore
 from waitress.server import create_server
 
-from evae_tf.cli import HelpFormatter, in_range, positive
-from serving.config import ModelConfig, ModelConfigError, read_model_config_file
+from evae_tf.cli import EXIT_INTERRUPTED, HelpFormatter, fail, in_range, positive
+from evae_tf.errors import EvaeError, ModelConfigError
+from serving.config import DEFAULT_MAX_BATCH_SIZE, ModelConfig, read_model_config_file
 from serving.config import single_model_config as _single
-from serving.core import DEFAULT_MAX_BATCH_SIZE, ModelRegistry, Predictor, load_servable
-from serving.rest import RestApp
 
 logger = logging.getLogger(__name__)
 
@@ -38,9 +37,11 @@ class ModelServer:
 
     def __init__(self, configs: list[ModelConfig], *, host: str = "127.0.0.1",
                  port: int | None = 8501, grpc_port: int | None = None,
-                 poll_wait_seconds: float = 1.0, loader=load_servable,
+                 poll_wait_seconds: float = 1.0, loader=None,
                  max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES, **limits):
-        self.registry = ModelRegistry(configs, poll_wait_seconds, loader)
+        from serving.core import ModelRegistry, Predictor, load_servable  # TensorFlow: so late that
+        from serving.rest import RestApp  # --help and usage errors stay fast
+        self.registry = ModelRegistry(configs, poll_wait_seconds, loader or load_servable)
         self.predictor = Predictor(self.registry, **limits)
         self.app = RestApp(self.predictor, max_request_bytes)
         self.max_request_bytes = max_request_bytes
@@ -69,7 +70,6 @@ class ModelServer:
             logger.info("Exporting HTTP/REST API at:%s:%d ...", self._host, self.port)
         if self._grpc_port is not None:
             from serving.grpc_api import make_grpc_server
-
             self._grpc, self.grpc_port = make_grpc_server(
                 self.predictor, self._address(self._grpc_port), self.max_request_bytes)
             if not self.grpc_port:
@@ -183,15 +183,17 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     configs = _configs_from_args(parser, args)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    import tensorflow as tf  # its thread pools are set before anything runs
-
-    tf.config.threading.set_intra_op_parallelism_threads(args.tensorflow_intra_op_parallelism)
-    tf.config.threading.set_inter_op_parallelism_threads(args.tensorflow_inter_op_parallelism)
-    server = ModelServer(
-        configs, host=args.host, port=args.rest_api_port, grpc_port=args.port or None,
-        poll_wait_seconds=args.file_system_poll_wait_seconds,
-        max_request_bytes=args.max_request_bytes, num_threads=args.rest_api_num_threads,
-        timeout_in_ms=args.rest_api_timeout_in_ms, max_batch_size=args.max_batch_size)
+    try:
+        import tensorflow as tf  # its thread pools are set before anything runs
+        tf.config.threading.set_intra_op_parallelism_threads(args.tensorflow_intra_op_parallelism)
+        tf.config.threading.set_inter_op_parallelism_threads(args.tensorflow_inter_op_parallelism)
+        server = ModelServer(
+            configs, host=args.host, port=args.rest_api_port, grpc_port=args.port or None,
+            poll_wait_seconds=args.file_system_poll_wait_seconds,
+            max_request_bytes=args.max_request_bytes, num_threads=args.rest_api_num_threads,
+            timeout_in_ms=args.rest_api_timeout_in_ms, max_batch_size=args.max_batch_size)
+    except KeyboardInterrupt:  # before the handlers below: nothing is served yet
+        return EXIT_INTERRUPTED
 
     def on_signal(signum, _frame):
         logger.info("Received %s, shutting down", signal.Signals(signum).name)
@@ -202,11 +204,9 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     try:
         server.start()
-    except (OSError, RuntimeError) as e:
+    except (EvaeError, OSError, RuntimeError) as e:
         server.close()
-        print(f"error: cannot serve on {args.host} (ports {args.rest_api_port}, {args.port}): {e}",
-              file=sys.stderr)
-        return 1
+        return fail(f"cannot serve on {args.host} (ports {args.rest_api_port}, {args.port}): {e}")
     try:
         server._stopped.wait()  # until a signal's shutdown()
     finally:

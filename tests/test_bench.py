@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from bench import flops, run, timing
+from bench.table import num
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -30,10 +31,13 @@ def test_quick_run_writes_json_and_prints_the_table(tmp_path):
     assert set(sampler["methods"]) == {"train_batch", "large"}
     assert sampler["methods"]["train_batch"]["shape"] == [100, 64]
     assert len(results["targets"]) == len(run.TARGETS)
-    met = {t["target"]: t["met"] for t in results["targets"]}
-    assert isinstance(met["sampling share of a training step"], bool)
-    assert met["50-epoch Fashion-MNIST run"] is None  # not run: no verdict
-    assert "sampling share of a train step" in proc.stdout
+    by_target = {t["target"]: t for t in results["targets"]}
+    share = by_target["sampling share of a training step"]
+    assert share["value"] == sampler["share_of_train_step"]["median"]
+    assert share["met"] is (share["value"] <= 0.02)  # the target's verdict on the measured value
+    assert by_target["50-epoch Fashion-MNIST run"]["met"] is None  # not run: no verdict
+    share_line = next(line for line in proc.stdout.splitlines() if "sampling share of a train step" in line)
+    assert num(share["value"]) in share_line  # the table prints the measured median
     assert "Targets (this machine):" in proc.stdout
     assert not list(tmp_path.glob(".tmp-*"))  # the atomic write left no temporary file
 
@@ -141,12 +145,40 @@ def test_targets_and_table_report_errors_and_skips():
         {"figures": {}, "targets": loaded})
 
 
-@pytest.mark.parametrize("name", ["train", "flops", "torch", "sampler", "pipeline", "teardown", "serving", "epoch",
-                                  "ablations", "threads", "profile"])
-def test_every_figure_is_registered(name):
+FIGURE_NAMES = ["train", "flops", "torch", "sampler", "pipeline", "teardown", "serving", "epoch",
+                "ablations", "threads", "profile"]
+
+
+def recorded_results() -> dict:
+    """Every figure's result as full runs recorded them (the JSON files in bench/)."""
+    recorded = {}
+    for name in ("results-2026-11-21.json", "results.json"):  # the later file wins
+        recorded.update(json.loads((ROOT / "bench" / name).read_text())["figures"])
+    return recorded
+
+
+def test_the_registry_is_every_documented_figure_in_order():
     from bench.figures import FIGURES
 
-    assert callable(FIGURES[name]) and callable(FIGURES[name].rows)
+    assert list(FIGURES) == FIGURE_NAMES
+    assert all(f"* ``{name}``" in run.__doc__ for name in FIGURE_NAMES)
+
+
+@pytest.mark.parametrize("name", FIGURE_NAMES)
+def test_every_figure_measures_with_its_module_and_formats_a_recorded_result(name):
+    import importlib
+
+    from bench.figures import FIGURES
+
+    module = importlib.import_module(f"bench.fig_{name}")
+    assert FIGURES[name].run is module.measure and FIGURES[name].rows is module.rows
+    result = recorded_results()[name]
+    rows = FIGURES[name].rows(result)
+    assert rows and all(len(row) == 4 and row[0] and row[1] not in ("", "-") for row in rows)
+    table = run.format_table({"figures": {name: result}, "targets": []})
+    printed = [line for line in table.splitlines() if line.startswith(f"{name} ")]
+    for metric, median, _, _ in rows:  # each row is printed under its figure, with its median
+        assert any(f" {metric} " in line and f" {median} " in line for line in printed), metric
 
 
 # --------------------------------------------------------------------------- the machine record
@@ -180,7 +212,9 @@ def test_the_record_names_the_machine_and_the_onednn_state(monkeypatch):
     record = machine.describe(tf)
     assert record["cpu"] and record["cores"] >= record["cores_usable"] >= 1
     assert record["tensorflow"] == tf.__version__
-    assert isinstance(record["onednn"]["enabled"], bool)  # read from TensorFlow itself
+    # read from TensorFlow itself: what the variable chose, else TensorFlow's default for this CPU
+    chosen = {"1": True, "0": False}.get(record["onednn"]["env"], record["onednn_default_on_this_cpu"])
+    assert record["onednn"]["enabled"] is chosen
     assert set(record["isa"]) == set(machine.ISA_FLAGS.values())
     line = machine.one_line(record)
     assert record["cpu"] in line and "oneDNN" in line and tf.__version__ in line
@@ -212,7 +246,8 @@ def test_the_table_names_the_machine_and_the_load():
                                         "load_average": {"before": [2.5, 1, 1], "after": [3.5, 1, 1]}}},
                "targets": []}
     table = run.format_table(results)
-    assert table.startswith("Measured on: Some CPU (2 of 2 cores usable), ISA avx2; oneDNN on")
+    assert table.splitlines()[0] == ("Measured on: Some CPU (2 of 2 cores usable), ISA avx2; oneDNN on "
+                                     "(TF_ENABLE_ONEDNN_OPTS=1); TensorFlow 2.21.0; load average 1.50/1.00/0.50")
     assert "2.50 / 3.50" in table and "pipeline / consumption" in table
 
 
@@ -244,7 +279,8 @@ def test_torch_reference_is_the_same_network():
 def test_torch_figure_skips_with_one_line_without_torch(monkeypatch):
     import builtins
 
-    from bench import figures, torch_ref
+    from bench import fig_torch, torch_ref
+    from bench.harness import Context, Skip
 
     real_import = builtins.__import__
 
@@ -256,8 +292,8 @@ def test_torch_figure_skips_with_one_line_without_torch(monkeypatch):
     monkeypatch.setattr(builtins, "__import__", no_torch)
     reason = torch_ref.available()
     assert reason and "\n" not in reason and "pip install '.[bench]'" in reason
-    with pytest.raises(figures.Skip, match="PyTorch is not installed"):
-        figures.fig_torch(figures.Context(quick=True))
+    with pytest.raises(Skip, match="PyTorch is not installed"):
+        fig_torch.measure(Context(quick=True))
 
 
 # --------------------------------------------------------------------------- bimodal probe

@@ -11,7 +11,8 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 from idx_fixtures import write_idx, write_mnist_dir
 
-from evae_tf import data, network
+from evae_tf import data
+from evae_tf.data import network, sources
 
 REAL_PROBE = network.reachable  # the autouse fixture replaces it in every test
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
@@ -29,10 +30,10 @@ def collect(ds: tf.data.Dataset) -> np.ndarray:
 def isolated(tmp_path_factory, monkeypatch):
     """No test sees the real system locations, the environment or the network by accident."""
     empty = tmp_path_factory.mktemp("empty")
-    monkeypatch.setattr(data, "IDX_SEARCH_PATHS",
+    monkeypatch.setattr(sources, "IDX_SEARCH_PATHS",
                         {"mnist": (str(empty / "keras-mnist"),),
                          "fashion_mnist": (str(empty / "debian"), str(empty / "keras"))})
-    monkeypatch.setattr(data, "NPZ_SEARCH_PATHS", {"mnist": (str(empty / "mnist.npz"),)})
+    monkeypatch.setattr(sources, "NPZ_SEARCH_PATHS", {"mnist": (str(empty / "mnist.npz"),)})
     monkeypatch.delenv(data.ENV_DATA_DIR, raising=False)
     monkeypatch.setenv("TFDS_DATA_DIR", str(empty / "tfds"))
     monkeypatch.setattr(network, "reachable", lambda *args, **kwargs: False)
@@ -189,7 +190,7 @@ def test_idx_dir_has_no_validation_split(mnist_dir):
 
 def test_search_paths_order(tmp_path, monkeypatch):
     write_mnist_dir(tmp_path / "second", n_train=2, n_test=2)
-    monkeypatch.setattr(data, "IDX_SEARCH_PATHS",
+    monkeypatch.setattr(sources, "IDX_SEARCH_PATHS",
                         {"fashion_mnist": (str(tmp_path / "first"), str(tmp_path / "second"))})
     assert data.find_source("fashion_mnist") == data.Source("idx", tmp_path / "second")
     write_mnist_dir(tmp_path / "first", n_train=2, n_test=2)
@@ -202,7 +203,7 @@ def test_keras_mnist_npz(tmp_path, monkeypatch):
     x_test = rng.integers(0, 256, (3, 28, 28), dtype=np.uint8)
     npz = tmp_path / "mnist.npz"
     np.savez(npz, x_train=x_train, y_train=np.zeros(6), x_test=x_test, y_test=np.zeros(3))
-    monkeypatch.setattr(data, "NPZ_SEARCH_PATHS", {"mnist": (str(npz),)})
+    monkeypatch.setattr(sources, "NPZ_SEARCH_PATHS", {"mnist": (str(npz),)})
     assert data.find_source("mnist") == data.Source("npz", npz)
     np.testing.assert_allclose(data.load_arrays("mnist", "train"), expected_32(x_train), atol=1e-6)
     assert data.num_examples("mnist", "holdout") == 3
@@ -247,7 +248,7 @@ def test_source_tfds_skips_local_files(mnist_dir, monkeypatch):
 
 def test_prepared_tfds_copies(tmp_path, monkeypatch, isolated):
     prepared = {tmp_path, isolated / "tfds"}
-    monkeypatch.setattr(data, "_tfds_prepared", lambda name, directory: directory in prepared)
+    monkeypatch.setattr(sources, "_tfds_prepared", lambda name, directory: directory in prepared)
     assert data.find_source("celeb_a", tmp_path) == data.Source("dir", tmp_path)
     assert data.find_source("celeb_a") == data.Source("tfds_prepared", isolated / "tfds")
     write_mnist_dir(tmp_path / "fashion-mnist", n_train=2, n_test=2)  # IDX files come first
@@ -343,10 +344,85 @@ def test_network_probe_fails_fast_on_a_closed_port():
 @pytest.mark.skipif(not DEBIAN_FASHION_MNIST.is_dir(),
                     reason=f"{DEBIAN_FASHION_MNIST} missing (apt-get install dataset-fashion-mnist)")
 def test_debian_fashion_mnist(monkeypatch):
-    monkeypatch.setattr(data, "IDX_SEARCH_PATHS", {"fashion_mnist": (str(DEBIAN_FASHION_MNIST),)})
+    monkeypatch.setattr(sources, "IDX_SEARCH_PATHS", {"fashion_mnist": (str(DEBIAN_FASHION_MNIST),)})
     assert data.find_source("fashion_mnist") == data.Source("idx", DEBIAN_FASHION_MNIST)
     assert data.num_examples("fashion_mnist", "train") == 60_000
     assert data.num_examples("fashion_mnist", "holdout") == 10_000
     holdout = data.load_arrays("fashion_mnist", "holdout")
     assert holdout.shape == (10_000, 32, 32, 1) and holdout.dtype == np.float32
     assert 0.0 <= holdout.min() and holdout.max() <= 1.0 and holdout.mean() > 0.1
+
+
+# --------------------------------------------------------------------------- the package
+
+
+def test_read_idx_header_reads_dims_only(tmp_path):
+    path = write_idx(tmp_path / "images-idx3-ubyte", np.zeros((5, 28, 28), np.uint8), gz=True)
+    dtype, dims = data.idx.read_idx_header(path)
+    assert dtype == np.dtype(">u1") and dims == (5, 28, 28)
+    path.write_bytes(path.read_bytes()[:40])  # the header survives, the data does not
+    assert data.idx.read_idx_header(path)[1] == (5, 28, 28)
+    with pytest.raises(data.IdxFormatError):
+        data.read_idx(path)
+
+
+def test_errors_are_the_project_errors():
+    from evae_tf import errors
+
+    assert data.DataNotFoundError is errors.DataNotFoundError
+    assert data.IdxFormatError is errors.IdxFormatError
+    assert issubclass(data.IdxFormatError, errors.EvaeError)
+    assert issubclass(data.IdxFormatError, ValueError)
+
+
+def test_shuffled_labelled_batches_keep_each_label_with_its_image(mnist_dir):
+    directory, _ = mnist_dir
+    plain = list(data.load_labelled("fashion_mnist", "train", batch_size=16, data_dir=directory))
+    shuffled = list(data.load_labelled("fashion_mnist", "train", batch_size=16, data_dir=directory,
+                                       shuffle=True, seed=3))
+    x0 = np.concatenate([b[0].numpy() for b in plain])
+    y0 = np.concatenate([b[1].numpy() for b in plain])
+    x1 = np.concatenate([b[0].numpy() for b in shuffled])
+    y1 = np.concatenate([b[1].numpy() for b in shuffled])
+    assert x1.shape == (50, 32, 32, 1) and y1.dtype == np.int32
+    assert not np.array_equal(x0, x1)
+    order = [int(np.argmin(np.abs(x0 - x).sum(axis=(1, 2, 3)))) for x in x1]
+    assert sorted(order) == list(range(50))
+    np.testing.assert_array_equal(y1, y0[order])
+
+
+def test_data_imports_none_of_the_layers_above_it():
+    import subprocess
+    import sys
+
+    code = ("import sys, evae_tf.data.labels; print(' '.join(m for m in sys.modules "
+            "if m.startswith('evae_tf.')))")
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            check=True, timeout=120).stdout.split()
+    assert "evae_tf.data.pipeline" in loaded
+    for layer in ("models", "samplers", "training", "runs", "evaluation", "experiments",
+                  "config"):
+        assert not [m for m in loaded if m == f"evae_tf.{layer}" or
+                    m.startswith(f"evae_tf.{layer}.")], layer
+
+
+def test_the_table_and_the_source_search_import_no_tensorflow():
+    """A CLI checks --dataset against the table before TensorFlow loads."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from evae_tf.data import DATASETS, image_shape, find_source, network; "
+            "from evae_tf.data.registry import DATASETS; "
+            "assert image_shape('celeb_a') == (64, 64, 3); "
+            "assert 'tensorflow' not in sys.modules and 'tensorflow_datasets' not in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def test_lazy_names_are_the_submodules_names():
+    from evae_tf.data import labels, pipeline, raw
+
+    assert data.load is pipeline.load and data.load_arrays is pipeline.load_arrays
+    assert data.num_examples is raw.num_examples and data.load_labelled is labels.load_labelled
+    assert set(data.__all__) <= set(dir(data))
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        data.nope  # noqa: B018

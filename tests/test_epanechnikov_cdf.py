@@ -6,7 +6,8 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 from scipy import stats
 
-from evae_tf.distributions import Epanechnikov, EpanechnikovCDF
+from evae_tf.bijectors import EpanechnikovCDF
+from evae_tf.distributions import Epanechnikov
 
 tfb = tfp.bijectors
 tfd = tfp.distributions

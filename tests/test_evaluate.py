@@ -12,8 +12,10 @@ import pytest
 from idx_fixtures import write_mnist_dir
 from test_metrics import fake_inception_graph_def
 
-from evae_tf import data, evaluation, metrics, network, training
+from evae_tf import data, evaluation, runs, training
+from evae_tf.cli import EXIT_FAILURE
 from evae_tf.config import ModelConfig, TrainConfig
+from evae_tf.data import network
 from trainers import evaluate
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -39,8 +41,8 @@ def run(data_dir, tmp_path_factory):
 @pytest.fixture
 def offline(monkeypatch, tmp_path):
     monkeypatch.setattr(network, "reachable", lambda *a, **k: False)
-    monkeypatch.delenv(metrics.ENV_FID_WEIGHTS, raising=False)
-    monkeypatch.setenv(metrics.ENV_CACHE_DIR, str(tmp_path / "cache"))
+    monkeypatch.delenv(evaluation.ENV_FID_WEIGHTS, raising=False)
+    monkeypatch.setenv(evaluation.ENV_CACHE_DIR, str(tmp_path / "cache"))
     return tmp_path / "cache"
 
 
@@ -69,10 +71,10 @@ def test_evaluate_writes_metrics_json_with_a_named_domain_fid(run, offline, caps
     # Sharpness: means over the whole hold-out set, of deterministic reconstructions.
     data_dir = TrainConfig.load(str(run / "config.json")).data_dir
     images = data.load_arrays("fashion_mnist", "holdout", data_dir=data_dir)
-    _, model = evaluation.load_run(run)
-    assert result["sharpness"]["holdout"] == pytest.approx(float(metrics.sharpness(images)), rel=1e-5)
+    model, _ = runs.load_model(run)
+    assert result["sharpness"]["holdout"] == pytest.approx(float(evaluation.sharpness(images)), rel=1e-5)
     assert result["sharpness"]["reconstruction"] == pytest.approx(
-        float(metrics.sharpness(model.reconstruct(images))), rel=1e-4)
+        float(evaluation.sharpness(model.reconstruct(images))), rel=1e-4)
 
     # Each sampler is named, measured and shown: the prior and the run's ex-post mixture.
     assert result["samplers"]["prior_samples"]["kind"] == "prior"
@@ -80,13 +82,26 @@ def test_evaluate_writes_metrics_json_with_a_named_domain_fid(run, offline, caps
     assert result["samplers"]["expost_samples"]["n_examples"] == 48
     assert result["sharpness"]["expost_samples"] > 0
     assert result["sharpness"]["expost_samples"] != result["sharpness"]["prior_samples"]
+    # ... each the mean sharpness of its samples: batch i of n hold-out images draws n
+    # samples, seeded from (sample seed, i), the same seeds for both samplers.
+    assert model.latent_sampler.spec() == result["samplers"]["expost_samples"]  # kept in the run
+    seeds = [evaluation.evaluate._sample_seed(result["sample_seed"], i) for i in range(3)]
+    for key, sampler in (("prior_samples", "prior"), ("expost_samples", model.latent_sampler)):
+        samples = [model.generate(n, seed=seed, sampler=sampler)
+                   for seed, n in zip(seeds, (16, 16, N_TEST - 32), strict=True)]
+        expected = np.mean(np.concatenate([evaluation.sharpness_per_image(x) for x in samples]))
+        assert result["sharpness"][key] == pytest.approx(float(expected), rel=1e-4)
     for key in ("holdout", "reconstruction", "prior_samples", "expost_samples"):
         from PIL import Image
 
         with Image.open(result["grids"][key]) as grid_image:  # 8 columns, 1-pixel gaps
             assert grid_image.format == "PNG" and grid_image.size[0] == 8 * 32 + 7
     assert "ex-post samples" in out and "image grids" in out
-    assert f"on {N_TEST} hold-out images" in out and "FID [domain] : reconstructions" in out
+    assert f"on {N_TEST} hold-out images" in out
+    fids = {key: f"{result['fid'][key]['fid']:.2f}"
+            for key in ("reconstruction", "prior_samples", "expost_samples")}
+    assert (f"FID [domain] : reconstructions {fids['reconstruction']}, prior samples "
+            f"{fids['prior_samples']}, ex-post samples {fids['expost_samples']}") in out
     assert "warning       : FID from 40 images per side" in out and "metrics.json" in out
 
 
@@ -95,12 +110,13 @@ def test_without_inception_weights_fid_is_skipped_and_the_rest_still_runs(run, o
     out = capsys.readouterr().out
     result = read_metrics(run)
     assert result["num_images"] == 20 and result["fid_requested"] == "inception2015"
+    with pytest.raises(evaluation.FIDUnavailableError) as unavailable:  # the loader's own reason
+        evaluation.fid_network("inception2015")
     for key in ("reconstruction", "prior_samples", "expost_samples"):
-        entry = result["fid"][key]
-        assert entry["fid"] is None and entry["network"] == "inception2015"
-        assert entry["skipped"].startswith("no weights for the 2015 Inception network: pass --fid-weights")
+        assert result["fid"][key] == {"fid": None, "network": "inception2015",
+                                      "skipped": str(unavailable.value)}
     assert np.isfinite(result["holdout"]["loss"]) and result["sharpness"]["holdout"] > 0
-    assert "FID           : skipped: no weights for the 2015 Inception network" in out
+    assert f"FID           : skipped: {unavailable.value}\n" in out
 
 
 def test_fid_none_and_the_inception_graph_path(run, offline, tmp_path, capsys):
@@ -113,36 +129,41 @@ def test_fid_none_and_the_inception_graph_path(run, offline, tmp_path, capsys):
     assert evaluate.main(["--workdir", str(run), "--fid-weights", str(graph), "--num-images", "16"]) == 0
     entry = read_metrics(run)["fid"]["reconstruction"]
     assert entry["network"] == "inception2015" and entry["num_images"] == 16 and np.isfinite(entry["fid"])
-    assert "FID [inception2015] : reconstructions" in capsys.readouterr().out
+    assert f"FID [inception2015] : reconstructions {entry['fid']:.2f}, prior samples" in capsys.readouterr().out
 
 
 def test_errors_are_one_line_without_traceback(tmp_path, run, capsys):
     empty = tmp_path / "empty"
     empty.mkdir()
-    assert evaluate.main(["--workdir", str(empty)]) == evaluate.EXIT_FAILURE
+    assert evaluate.main(["--workdir", str(empty)]) == EXIT_FAILURE
     err = capsys.readouterr().err
-    assert err == f"error: {str(empty)!r} is not a run directory (no config.json).\n"
+    assert err == (f"error: {empty} is not a run directory: config.json is missing "
+                   "(pass the --workdir that trainers.fit wrote)\n")
 
     unfinished = tmp_path / "unfinished"
     unfinished.mkdir()
     (unfinished / "config.json").write_text((run / "config.json").read_text())
-    assert evaluate.main(["--workdir", str(unfinished)]) == evaluate.EXIT_FAILURE
+    assert evaluate.main(["--workdir", str(unfinished)]) == EXIT_FAILURE
     err = capsys.readouterr().err
-    assert "has no model.keras: its training has not finished" in err and err.count("\n") == 1
+    assert err == (f"error: {unfinished} is not a finished run: model.keras is missing "
+                   "(rerun trainers.fit with the same --workdir to finish it; its checkpoints "
+                   "are --weights last and best where a command takes --weights)\n")
+    assert not (unfinished / "metrics.json").exists()
 
 
 @pytest.mark.parametrize("flags, expected", [
     (["--workdir", "/nonexistent"], "argument --workdir: '/nonexistent' is not a directory"),
-    (["--workdir", ".", "--fid", "fid9"], "argument --fid: invalid choice: 'fid9'"),
+    (["--workdir", ".", "--fid", "fid9"], "argument --fid: invalid choice: 'fid9' (choose from "
+                                          "'inception2015', 'keras_inception', 'domain', 'none')"),
     (["--workdir", ".", "--fid-weights", "/nonexistent.pb"], "argument --fid-weights: '/nonexistent.pb' does not exist"),
-    (["--workdir", ".", "--num-images", "0"], "argument --num-images: expected a positive int"),
+    (["--workdir", ".", "--num-images", "0"], "argument --num-images: expected a positive int, received '0'"),
 ])
 def test_bad_flags_exit_2_with_one_line(flags, expected, capsys):
     with pytest.raises(SystemExit) as exit_info:
         evaluate.main(flags)
     err = capsys.readouterr().err
-    assert exit_info.value.code == 2 and expected in err
-    assert err.strip().splitlines()[-1].startswith("python -m trainers.evaluate: error:")
+    assert exit_info.value.code == 2
+    assert err.strip().splitlines()[-1] == f"python -m trainers.evaluate: error: {expected}"
 
 
 def test_the_module_runs_as_a_program():
@@ -152,5 +173,5 @@ def test_the_module_runs_as_a_program():
 
 
 def test_cli_choices_match_the_library():
-    for name in (*metrics.FID_NETWORKS, "none"):  # every network the library builds, and none
+    for name in (*evaluation.FID_NETWORKS, "none"):  # every network the library builds, and none
         assert evaluate.build_parser().parse_args(["--workdir", ".", "--fid", name]).fid == name

@@ -28,7 +28,7 @@ from PIL import Image
 
 from evae_tf import models, samplers
 from evae_tf.config import ModelConfig, TrainConfig
-from evae_tf.rundir import RunDir
+from evae_tf.runs.rundir import RunDir
 from export import saved_model as export_lib
 from export.saved_model import ExportError, export_decoder, export_run, main, next_version
 
@@ -465,7 +465,8 @@ BAD_RUNS = {
     "missing_model": (
         lambda run: (run / "model.keras").unlink(), (),
         "{run} is not a finished run: model.keras is missing "
-        "(train it to completion or pass --weights last)",
+        "(rerun trainers.fit with the same --workdir to finish it; its checkpoints "
+        "are --weights last and best where a command takes --weights)",
     ),
     "corrupt_model": (
         lambda run: (run / "model.keras").write_bytes(b"PK\x03\x04 truncated"), (),
@@ -632,10 +633,10 @@ def test_a_trainers_fit_run_exports(tmp_path, capsys):
 
 
 def test_the_command_line_names_the_run_layout_without_loading_tensorflow():
-    # The run directory's layout has one owner (evae_tf.rundir); reading it must not load
+    # The run directory's layout has one owner (evae_tf.runs.rundir); reading it must not load
     # TensorFlow, so that --help and usage errors stay fast.
     code = ("import sys; from export import saved_model; saved_model.build_parser().format_help(); "
-            "from evae_tf.rundir import MODEL_FILE; assert MODEL_FILE == 'model.keras'; "
+            "from evae_tf.runs.rundir import MODEL_FILE; assert MODEL_FILE == 'model.keras'; "
             "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules, 'loaded'")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             cwd=Path(__file__).resolve().parents[1], timeout=60)

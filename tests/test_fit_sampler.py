@@ -12,7 +12,7 @@ from idx_fixtures import write_mnist_dir
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from evae_tf import runs
-from evae_tf.rundir import RunDir, RunDirError
+from evae_tf.runs.rundir import RunDir, RunDirError
 from evae_tf.samplers import GaussianMixtureSampler
 from trainers import fit, fit_sampler
 

@@ -4,7 +4,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from evae_tf import losses
+from evae_tf.models import losses
 
 
 def test_bce_sum_matches_hand_computation():

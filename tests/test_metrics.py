@@ -1,5 +1,5 @@
-"""Sharpness against hand-computed values; Fréchet distance against closed forms; the FID
-pipeline, its feature networks and their loaders."""
+"""evae_tf.evaluation's metrics: sharpness against hand-computed values; the Fréchet distance
+against closed forms; the FID pipeline, its feature networks and their loaders."""
 
 import json
 import tarfile
@@ -11,42 +11,44 @@ import tensorflow as tf
 from idx_fixtures import write_mnist_dir
 from scipy import ndimage
 
-from evae_tf import data, labels, metrics, network
+from evae_tf import data, evaluation
+from evae_tf.data import labels, network
+from evae_tf.evaluation import classifier, features, frechet
 
 
 def test_flat_image_has_zero_sharpness():
-    assert float(metrics.sharpness(np.full((2, 8, 8, 1), 0.7, np.float32))) == 0.0
+    assert float(evaluation.sharpness(np.full((2, 8, 8, 1), 0.7, np.float32))) == 0.0
 
 
 def test_checkerboard_has_its_known_variance():
     board = (np.indices((8, 8)).sum(0) % 2).astype(np.float32)  # 0/1 checkerboard
     # Interior response: 4 neighbours of opposite value minus 4·centre = 4 - 8·centre → ±4.
-    got = float(metrics.sharpness(board[None, :, :, None]))
+    got = float(evaluation.sharpness(board[None, :, :, None]))
     assert got == pytest.approx(16.0)
 
 
 def test_matches_scipy_laplace_on_random_rgb_images():
     rng = np.random.default_rng(0)
     x = rng.uniform(size=(3, 10, 12, 3)).astype(np.float32)
-    gray = x @ np.array(metrics.LUMA_WEIGHTS, np.float32)
+    gray = x @ np.array(evaluation.LUMA_WEIGHTS, np.float32)
     expected = []
     for g in gray:
-        full = ndimage.correlate(g.astype(np.float64), np.array(metrics.LAPLACE_FILTER), mode="constant")
+        full = ndimage.correlate(g.astype(np.float64), np.array(evaluation.LAPLACE_FILTER), mode="constant")
         expected.append(full[1:-1, 1:-1].var())  # valid padding
-    np.testing.assert_allclose(metrics.sharpness_per_image(x).numpy(), expected, rtol=1e-4)
-    assert float(metrics.sharpness(x)) == pytest.approx(np.mean(expected), rel=1e-4)
+    np.testing.assert_allclose(evaluation.sharpness_per_image(x).numpy(), expected, rtol=1e-4)
+    assert float(evaluation.sharpness(x)) == pytest.approx(np.mean(expected), rel=1e-4)
 
 
 def test_sharper_images_score_higher():
     rng = np.random.default_rng(1)
     x = rng.uniform(size=(4, 16, 16, 1)).astype(np.float32)
     blurred = ndimage.uniform_filter(x, size=(1, 3, 3, 1))
-    assert float(metrics.sharpness(x)) > 5 * float(metrics.sharpness(blurred))
+    assert float(evaluation.sharpness(x)) > 5 * float(evaluation.sharpness(blurred))
 
 
 def test_bad_shape_is_rejected():
     with pytest.raises(ValueError, match=r"Received: shape=\(4, 4\)"):
-        metrics.sharpness(np.zeros((4, 4), np.float32))
+        evaluation.sharpness(np.zeros((4, 4), np.float32))
 
 
 # =========================================================================== FID
@@ -62,7 +64,7 @@ def random_cov(rng, dim, rank=None):
 def test_frechet_distance_of_identical_fits_is_zero():
     rng = np.random.default_rng(0)
     mu, sigma = rng.normal(size=6), random_cov(rng, 6)
-    assert metrics.frechet_distance(mu, sigma, mu, sigma) == pytest.approx(0.0, abs=1e-9)
+    assert evaluation.frechet_distance(mu, sigma, mu, sigma) == pytest.approx(0.0, abs=1e-9)
 
 
 def test_frechet_distance_of_diagonal_gaussians_has_its_closed_form():
@@ -70,28 +72,28 @@ def test_frechet_distance_of_diagonal_gaussians_has_its_closed_form():
     m1, m2 = rng.normal(size=5), rng.normal(size=5)
     s1, s2 = rng.uniform(0.1, 2.0, 5), rng.uniform(0.1, 2.0, 5)  # standard deviations
     expected = np.sum((m1 - m2) ** 2) + np.sum((s1 - s2) ** 2)
-    got = metrics.frechet_distance(m1, np.diag(s1**2), m2, np.diag(s2**2))
+    got = evaluation.frechet_distance(m1, np.diag(s1**2), m2, np.diag(s2**2))
     assert got == pytest.approx(expected, rel=1e-9)
 
 
 def test_frechet_distance_of_rank_deficient_covariances_is_finite():
     rng = np.random.default_rng(2)  # 5 feature vectors in 20 dimensions, as with too few images
     s1, s2 = random_cov(rng, 20, rank=4), random_cov(rng, 20, rank=4)
-    got = metrics.frechet_distance(np.zeros(20), s1, np.ones(20), s2)
+    got = evaluation.frechet_distance(np.zeros(20), s1, np.ones(20), s2)
     assert np.isfinite(got) and got > 20.0 - 1e-6
 
 
 def test_a_non_finite_root_is_retried_with_eps_on_the_diagonals(monkeypatch, caplog):
     calls = []
-    real = metrics._sqrtm
+    real = frechet._sqrtm
 
     def flaky(matrix):
         calls.append(matrix)
         return np.full_like(matrix, np.inf) if len(calls) == 1 else real(matrix)
 
-    monkeypatch.setattr(metrics, "_sqrtm", flaky)
+    monkeypatch.setattr(frechet, "_sqrtm", flaky)
     sigma = np.diag([1.0, 0.0])
-    got = metrics.frechet_distance(np.zeros(2), sigma, np.zeros(2), sigma, eps=1e-6)
+    got = evaluation.frechet_distance(np.zeros(2), sigma, np.zeros(2), sigma, eps=1e-6)
     assert len(calls) == 2
     np.testing.assert_allclose(calls[1], (sigma + 1e-6 * np.eye(2)) @ (sigma + 1e-6 * np.eye(2)))
     assert got == pytest.approx(0.0, abs=1e-5) and "adding 1e-06 to the diagonals" in caplog.text
@@ -99,11 +101,11 @@ def test_a_non_finite_root_is_retried_with_eps_on_the_diagonals(monkeypatch, cap
 
 def test_imaginary_parts_are_dropped_when_tiny_and_refused_when_large(monkeypatch):
     sigma = np.eye(2)
-    monkeypatch.setattr(metrics, "_sqrtm", lambda m: np.eye(2) + 1e-9j)
-    assert metrics.frechet_distance(np.zeros(2), sigma, np.zeros(2), sigma) == pytest.approx(0.0)
-    monkeypatch.setattr(metrics, "_sqrtm", lambda m: np.eye(2) + 0.25j)
+    monkeypatch.setattr(frechet, "_sqrtm", lambda m: np.eye(2) + 1e-9j)
+    assert evaluation.frechet_distance(np.zeros(2), sigma, np.zeros(2), sigma) == pytest.approx(0.0)
+    monkeypatch.setattr(frechet, "_sqrtm", lambda m: np.eye(2) + 0.25j)
     with pytest.raises(ValueError, match=r"imaginary component of 0\.25 \(> 0\.001\)"):
-        metrics.frechet_distance(np.zeros(2), sigma, np.zeros(2), sigma)
+        evaluation.frechet_distance(np.zeros(2), sigma, np.zeros(2), sigma)
 
 
 @pytest.mark.parametrize("args, message", [
@@ -114,7 +116,7 @@ def test_imaginary_parts_are_dropped_when_tiny_and_refused_when_large(monkeypatc
 ])
 def test_frechet_distance_shape_errors(args, message):
     with pytest.raises(ValueError, match=message):
-        metrics.frechet_distance(*args)
+        evaluation.frechet_distance(*args)
 
 
 # --------------------------------------------------------------------------- GaussianStats
@@ -124,7 +126,7 @@ def test_streaming_moments_equal_numpy_on_the_concatenation():
     rng = np.random.default_rng(3)
     # A large common offset: a naive sum of squares would lose the spread to round-off.
     batches = [1e4 + rng.normal(size=(n, 7)).astype(np.float32) for n in (5, 1, 17, 0, 9)]
-    stats = metrics.GaussianStats()
+    stats = evaluation.GaussianStats()
     for batch in batches:
         stats.update(batch)
     everything = np.concatenate(batches).astype(np.float64)
@@ -134,7 +136,7 @@ def test_streaming_moments_equal_numpy_on_the_concatenation():
 
 
 def test_streaming_moments_errors():
-    stats = metrics.GaussianStats().update(np.zeros((1, 3)))
+    stats = evaluation.GaussianStats().update(np.zeros((1, 3)))
     with pytest.raises(ValueError, match="at least 2 feature vectors; have 1"):
         _ = stats.covariance
     with pytest.raises(ValueError, match="dimension 4 do not match the earlier 3"):
@@ -142,7 +144,7 @@ def test_streaming_moments_errors():
     with pytest.raises(ValueError, match=r"\[batch, dim\]. Received: shape=\(3,\)"):
         stats.update(np.zeros(3))
     with pytest.raises(ValueError, match="No features"):
-        _ = metrics.GaussianStats().mean
+        _ = evaluation.GaussianStats().mean
 
 
 # --------------------------------------------------------------------------- the FID pipeline
@@ -156,7 +158,7 @@ def tiny_network():
         keras.layers.GlobalAveragePooling2D(),
         keras.layers.Dense(6, activation="tanh"),
     ])
-    return metrics.KerasFeatures(model, "tiny", "a random CNN for tests", batch_size=16)
+    return evaluation.KerasFeatures(model, "tiny", "a random CNN for tests", batch_size=16)
 
 
 def batches_of(images, size=20):
@@ -170,14 +172,21 @@ def test_fid_pipeline_end_to_end_with_a_tiny_network(caplog):
     other = rng.uniform(size=(100, 16, 16, 1)).astype(np.float32)
     shifted = np.clip(other * 0.5 + 0.4, 0, 1)
 
-    same = metrics.fid(batches_of(real), batches_of(real), network)
+    same = evaluation.fid(batches_of(real), batches_of(real), network)
     assert same["fid"] == pytest.approx(0.0, abs=1e-6)
     assert same["network"] == "tiny" and same["num_images"] == 100
     assert "100 images per side (fewer than 10,000)" in same["warning"] and "fewer than" in caplog.text
-    fresh = metrics.fid(batches_of(real), batches_of(other), network)["fid"]
-    far = metrics.fid(batches_of(real), batches_of(shifted), network)["fid"]
+    fresh = evaluation.fid(batches_of(real), batches_of(other), network)["fid"]
+    far = evaluation.fid(batches_of(real), batches_of(shifted), network)["fid"]
     assert 0 < fresh < far
-    assert isinstance(network, metrics.FIDNetwork)
+    # The features are the Keras model's outputs, batch by batch; the FID is the Fréchet
+    # distance of their NumPy mean and covariance.
+    f_real, f_other = (np.concatenate([network(b) for b in batches_of(x)]) for x in (real, other))
+    np.testing.assert_allclose(f_real, network.model(real).numpy(), rtol=1e-5, atol=1e-6)
+    assert f_real.shape == (100, 6) and network(real[:0]).shape == (0, 0)
+    expected = evaluation.frechet_distance(f_real.mean(0), np.cov(f_real, rowvar=False),
+                                           f_other.mean(0), np.cov(f_other, rowvar=False))
+    assert fresh == pytest.approx(expected, rel=1e-4)  # float64 round-off of the traces
 
 
 # --------------------------------------------------------------------------- loaders without weights
@@ -186,37 +195,45 @@ def test_fid_pipeline_end_to_end_with_a_tiny_network(caplog):
 @pytest.fixture
 def offline(monkeypatch, tmp_path):
     monkeypatch.setattr(network, "reachable", lambda *a, **k: False)
-    monkeypatch.delenv(metrics.ENV_FID_WEIGHTS, raising=False)
-    monkeypatch.setenv(metrics.ENV_CACHE_DIR, str(tmp_path / "cache"))
+    monkeypatch.delenv(evaluation.ENV_FID_WEIGHTS, raising=False)
+    monkeypatch.setenv(evaluation.ENV_CACHE_DIR, str(tmp_path / "cache"))
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
     return tmp_path
 
 
 def test_inception2015_without_weights_is_unavailable_with_a_clear_message(offline):
-    with pytest.raises(metrics.FIDUnavailableError) as info:
-        metrics.fid_network("inception2015")
-    message = str(info.value)
-    assert message.startswith("no weights for the 2015 Inception network: pass --fid-weights PATH")
-    assert "EVAE_FID_WEIGHTS" in message and "download.tensorflow.org is unreachable" in message
-    assert str(offline / "cache" / "inception-2015-12-05" / "classify_image_graph_def.pb") in message
+    with pytest.raises(evaluation.FIDUnavailableError) as info:
+        evaluation.fid_network("inception2015")
+    cached = offline / "cache" / "inception-2015-12-05" / "classify_image_graph_def.pb"
+    assert info.value.message == (
+        "no weights for the 2015 Inception network: pass --fid-weights PATH or set EVAE_FID_WEIGHTS "
+        "(PATH: classify_image_graph_def.pb, inception-2015-12-05.tgz or TF-Hub's "
+        "tfgan/eval/inception/1 SavedModel)")
+    assert info.value.hint == ("download.tensorflow.org is unreachable here; with internet access the "
+                               f"graph is fetched once into {cached}")
+    assert str(info.value) == f"{info.value.message} ({info.value.hint})"
 
 
 def test_keras_inception_without_weights_is_unavailable_with_a_clear_message(offline):
-    with pytest.raises(metrics.FIDUnavailableError,
+    with pytest.raises(evaluation.FIDUnavailableError,
                        match=r"no weights for keras.applications.InceptionV3: pass --fid-weights .*"
-                             r"storage.googleapis.com is unreachable"):
-        metrics.fid_network("keras_inception")
+                             r"storage.googleapis.com is unreachable") as info:
+        evaluation.fid_network("keras_inception")
+    assert info.value.message == ("no weights for keras.applications.InceptionV3: pass --fid-weights "
+                                  f"PATH or put the file in {offline / 'keras' / 'models'}")
+    assert info.value.hint == ("inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5; "
+                               "storage.googleapis.com is unreachable here")
 
 
 def test_missing_or_wrong_weights_files_are_named(offline):
-    with pytest.raises(metrics.FIDUnavailableError, match=r"nowhere.pb \(--fid-weights"):
-        metrics.fid_network("inception2015", weights=offline / "nowhere.pb")
+    with pytest.raises(evaluation.FIDUnavailableError, match=r"nowhere.pb \(--fid-weights"):
+        evaluation.fid_network("inception2015", weights=offline / "nowhere.pb")
     junk = offline / "junk.pb"
     junk.write_bytes(b"\x00not a graph")
-    with pytest.raises(metrics.FIDUnavailableError, match="junk.pb"):
-        metrics.fid_network("inception2015", weights=junk)
+    with pytest.raises(evaluation.FIDUnavailableError, match="junk.pb"):
+        evaluation.fid_network("inception2015", weights=junk)
     with pytest.raises(ValueError, match="Unknown FID network 'fid9'"):
-        metrics.fid_network("fid9")
+        evaluation.fid_network("fid9")
 
 
 # --------------------------------------------------------------------------- a fake 2015 graph
@@ -282,14 +299,14 @@ def fake_graph(tmp_path_factory):
 
 def test_frozen_graph_loader_feeds_expanddims_like_ttur(fake_graph, offline):
     path, params = fake_graph
-    network = metrics.fid_network("inception2015", weights=path)
+    network = evaluation.fid_network("inception2015", weights=path)
     assert network.name == "inception2015" and network.input_name == "ExpandDims:0"
     rng = np.random.default_rng(5)
     gray = rng.uniform(size=(3, 32, 32, 1)).astype(np.float32)  # batches of any size and channels
     np.testing.assert_allclose(network(gray), fake_inception_reference(gray, params), rtol=1e-4, atol=1e-5)
     rgb = rng.uniform(size=(2, 20, 24, 3)).astype(np.float32)
     np.testing.assert_allclose(network(rgb), fake_inception_reference(rgb, params), rtol=1e-4, atol=1e-5)
-    result = metrics.fid(batches_of(gray, 2), batches_of(gray, 3), network)
+    result = evaluation.fid(batches_of(gray, 2), batches_of(gray, 3), network)
     assert result["network"] == "inception2015" and result["num_images"] == 3
 
 
@@ -299,16 +316,38 @@ def test_frozen_graph_is_found_in_the_tgz_a_directory_the_env_and_the_cache(fake
     with tarfile.open(archive, "w:gz") as tar:
         tar.add(path, arcname="classify_image_graph_def.pb")
     x = np.full((1, 8, 8, 1), 0.5, np.float32)
-    expected = metrics.inception2015(path)(x)
-    np.testing.assert_allclose(metrics.inception2015(archive)(x), expected, rtol=1e-6)
-    np.testing.assert_allclose(metrics.inception2015(path.parent)(x), expected, rtol=1e-6)
-    monkeypatch.setenv(metrics.ENV_FID_WEIGHTS, str(archive))
-    np.testing.assert_allclose(metrics.inception2015()(x), expected, rtol=1e-6)
-    monkeypatch.delenv(metrics.ENV_FID_WEIGHTS)
+    expected = evaluation.inception2015(path)(x)
+    np.testing.assert_allclose(evaluation.inception2015(archive)(x), expected, rtol=1e-6)
+    np.testing.assert_allclose(evaluation.inception2015(path.parent)(x), expected, rtol=1e-6)
+    monkeypatch.setenv(evaluation.ENV_FID_WEIGHTS, str(archive))
+    np.testing.assert_allclose(evaluation.inception2015()(x), expected, rtol=1e-6)
+    monkeypatch.delenv(evaluation.ENV_FID_WEIGHTS)
     cached = offline / "cache" / "inception-2015-12-05" / "classify_image_graph_def.pb"
     cached.parent.mkdir(parents=True)
     cached.write_bytes(path.read_bytes())
-    np.testing.assert_allclose(metrics.inception2015()(x), expected, rtol=1e-6)
+    np.testing.assert_allclose(evaluation.inception2015()(x), expected, rtol=1e-6)
+
+
+def test_the_2015_graph_is_downloaded_once_into_the_cache(fake_graph, offline, monkeypatch):
+    path, params = fake_graph
+    archive = offline / "served" / "inception-2015-12-05.tgz"
+    archive.parent.mkdir()
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(path, arcname="classify_image_graph_def.pb")
+    monkeypatch.setattr(features, "INCEPTION2015_URL", archive.as_uri())
+    monkeypatch.setattr(network, "reachable", lambda *a, **k: True)
+    downloaded = evaluation.fid_network("inception2015")
+    cached = offline / "cache" / "inception-2015-12-05" / "classify_image_graph_def.pb"
+    assert downloaded.path == cached and cached.read_bytes() == path.read_bytes()
+    assert sorted(p.name for p in cached.parent.iterdir()) == ["classify_image_graph_def.pb"]
+    x = np.full((2, 8, 8, 1), 0.25, np.float32)
+    np.testing.assert_allclose(downloaded(x), fake_inception_reference(x, params), rtol=1e-4, atol=1e-5)
+    # An archive without the graph is refused, and nothing is left in the cache.
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(archive.parent, arcname="empty", recursive=False)
+    with pytest.raises(evaluation.FIDUnavailableError, match="no classify_image_graph_def.pb in the archive"):
+        features._fetch_inception2015(offline / "other" / "classify_image_graph_def.pb", archive.as_uri())
+    assert list((offline / "other").iterdir()) == []
 
 
 def test_a_graph_without_pool_3_is_refused(tmp_path):
@@ -317,8 +356,8 @@ def test_a_graph_without_pool_3_is_refused(tmp_path):
         tf.identity(tf.compat.v1.placeholder(tf.float32, [None, 4], name="ExpandDims"), name="logits")
     path = tmp_path / "other.pb"
     path.write_bytes(graph.as_graph_def().SerializeToString())
-    with pytest.raises(metrics.FIDUnavailableError, match="has no node 'pool_3'"):
-        metrics.inception2015(path)
+    with pytest.raises(evaluation.FIDUnavailableError, match="has no node 'pool_3'"):
+        evaluation.inception2015(path)
 
 
 def test_savedmodel_loader_feeds_299_pixels_in_minus_one_one(tmp_path):
@@ -329,7 +368,7 @@ def test_savedmodel_loader_feeds_299_pixels_in_minus_one_one(tmp_path):
                     "logits": tf.reduce_max(images, axis=[1, 2])}
 
     tf.saved_model.save(Fake(), str(tmp_path / "inception"))
-    network = metrics.inception2015(tmp_path / "inception")
+    network = evaluation.inception2015(tmp_path / "inception")
     x = np.stack([np.full((32, 32, 1), 0.0), np.full((32, 32, 1), 1.0)]).astype(np.float32)
     np.testing.assert_allclose(network(x), [[-1.0] * 3, [127 / 128] * 3], atol=1e-6)
     assert network.name == "inception2015"
@@ -360,30 +399,38 @@ def test_load_labelled_reads_the_label_files_beside_the_images(idx_dir):
 
 def test_domain_classifier_trains_once_and_is_cached(idx_dir, tmp_path, monkeypatch):
     cache = tmp_path / "cache"
-    network = metrics.fid_network("domain", dataset="fashion_mnist", data_dir=idx_dir, cache_dir=cache)
+    network = evaluation.fid_network("domain", dataset="fashion_mnist", data_dir=idx_dir, cache_dir=cache)
     assert (cache / "domain_fid" / "fashion_mnist.keras").is_file()
     info = json.loads((cache / "domain_fid" / "fashion_mnist.json").read_text())
-    assert info["num_train"] == 64 and info["epochs"] == metrics.DOMAIN_EPOCHS
-    assert 0.0 <= info["holdout_accuracy"] <= 1.0
+    assert info["num_train"] == 64 and info["epochs"] == evaluation.DOMAIN_EPOCHS
     assert network.name == "domain" and "fashion_mnist's labels" in network.description
     x = data.load_arrays("fashion_mnist", "holdout", data_dir=idx_dir)
-    features = network(x)
-    assert features.shape == (32, 128)
+    feats = network(x)
+    assert feats.shape == (32, 128)
+    # The recorded accuracy is the cached classifier's on the hold-out labels; the features
+    # are its penultimate layer (after a ReLU: non-negative).
+    model = keras.models.load_model(cache / "domain_fid" / "fashion_mnist.keras")
+    holdout_labels = data.read_idx(idx_dir / data.IDX_FILES["test"][1])
+    accuracy = np.mean(np.argmax(model.predict(x, verbose=0), axis=1) == holdout_labels)
+    assert info["holdout_accuracy"] == pytest.approx(accuracy, abs=1e-6)
+    np.testing.assert_allclose(feats, classifier.feature_model(model).predict(x, verbose=0),
+                               rtol=1e-5, atol=1e-6)
+    assert feats.min() >= 0.0
 
     def no_training(*args, **kwargs):
         raise AssertionError("the cached classifier must be reused")
 
     monkeypatch.setattr(labels, "load_labelled", no_training)
-    again = metrics.fid_network("domain", dataset="fashion_mnist", data_dir=idx_dir, cache_dir=cache)
-    np.testing.assert_allclose(again(x), features, rtol=1e-5, atol=1e-6)
+    again = evaluation.fid_network("domain", dataset="fashion_mnist", data_dir=idx_dir, cache_dir=cache)
+    np.testing.assert_allclose(again(x), feats, rtol=1e-5, atol=1e-6)
     assert not list((cache / "domain_fid").glob(".tmp-*"))
     # Data of another size (here: a bigger copy) is not measured with the cached classifier.
     bigger = tmp_path / "bigger"
     write_mnist_dir(bigger, n_train=80, n_test=32)
     with pytest.raises(AssertionError, match="must be reused"):
-        metrics.fid_network("domain", dataset="fashion_mnist", data_dir=bigger, cache_dir=cache)
+        evaluation.fid_network("domain", dataset="fashion_mnist", data_dir=bigger, cache_dir=cache)
 
 
 def test_domain_network_for_unlabelled_data_is_unavailable(tmp_path):
-    with pytest.raises(metrics.FIDUnavailableError, match="no domain classifier for celeb_a: celeb_a has no class labels"):
-        metrics.fid_network("domain", dataset="celeb_a", cache_dir=tmp_path)
+    with pytest.raises(evaluation.FIDUnavailableError, match="no domain classifier for celeb_a: celeb_a has no class labels"):
+        evaluation.fid_network("domain", dataset="celeb_a", cache_dir=tmp_path)

@@ -4,7 +4,7 @@ import keras
 import numpy as np
 import pytest
 
-from evae_tf import networks
+from evae_tf.models import networks
 
 # image shape -> (encoder feature map before the heads, first decoder map, decoder maps)
 GOLDEN = {

@@ -34,8 +34,9 @@ import numpy as np
 import pytest
 from idx_fixtures import write_mnist_dir
 
-from evae_tf import models, rundir
+from evae_tf import cli, models
 from evae_tf.config import TrainConfig
+from evae_tf.runs import rundir
 from trainers import fit
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -301,7 +302,7 @@ def test_sigterm_checkpoints_and_exits_130_then_resumes(data_dir, tmp_path, prob
     wait_until(proc, lambda: state_epoch(workdir) >= 1, "epoch 1")
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=60)
-    assert proc.returncode == fit.EXIT_INTERRUPTED, err
+    assert proc.returncode == cli.EXIT_INTERRUPTED, err
     assert "Interrupted: progress is saved up to epoch" in out and "Traceback" not in err
     done = assert_consistent(workdir, probe_model)
     assert done >= 1 and f"up to epoch {done};" in out
@@ -324,7 +325,7 @@ def test_sigterm_while_writing_a_checkpoint_finishes_it_then_stops(data_dir, tmp
     time.sleep(0.5)
     Path(f"{proc.marker}.release").touch()
     out, err = proc.communicate(timeout=120)
-    assert proc.returncode == fit.EXIT_INTERRUPTED, err
+    assert proc.returncode == cli.EXIT_INTERRUPTED, err
     assert "SIGTERM received" in err and "Traceback" not in err
     assert "Interrupted: progress is saved up to epoch 2;" in out
     assert assert_consistent(workdir, probe_model) == 2
@@ -340,7 +341,7 @@ def test_second_sigterm_aborts_the_checkpoint_write_and_keeps_the_previous_one(
     time.sleep(0.5)  # the first one is handled (a flag) before the second arrives
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=120)
-    assert proc.returncode == fit.EXIT_INTERRUPTED, err
+    assert proc.returncode == cli.EXIT_INTERRUPTED, err
     assert "Interrupted: progress is saved up to epoch 1;" in out and "Traceback" not in err
     assert assert_consistent(workdir, probe_model) == 1
     assert not list((workdir / "checkpoints").glob(".tmp-*"))  # the temporary file is removed
@@ -400,7 +401,7 @@ CORRUPT = {
 ])
 def test_corrupt_checkpoint_is_a_one_line_error(data_dir, finished_run, tmp_path, capsys, case):
     code, err = rerun_broken(data_dir, finished_run, tmp_path, capsys, CORRUPT[case])
-    assert code == fit.EXIT_FAILURE
+    assert code == cli.EXIT_FAILURE
     lines = err.strip().splitlines()
     assert lines[-1].startswith("error: ") and "Traceback" not in err, err
     assert not any(line.startswith("error: ") for line in lines[:-1])
@@ -409,7 +410,7 @@ def test_corrupt_checkpoint_is_a_one_line_error(data_dir, finished_run, tmp_path
 def test_corrupt_weights_error_names_the_file(data_dir, finished_run, tmp_path, capsys):
     code, err = rerun_broken(data_dir, finished_run, tmp_path, capsys,
                              _truncate("epoch-0002.weights.h5", -1))
-    assert code == fit.EXIT_FAILURE and "epoch-0002.weights.h5" in err
+    assert code == cli.EXIT_FAILURE and "epoch-0002.weights.h5" in err
 
 
 # --------------------------------------------------------------------------------------
@@ -441,7 +442,7 @@ def test_full_disk_is_refused_before_training(data_dir, tmp_path, tmpfs, capsys)
     disk = tmpfs(1)
     code = fit.main(fit_args(data_dir, disk / "run", 1, "--verbose", "0"))
     err = capsys.readouterr().err
-    assert code == fit.EXIT_FAILURE
+    assert code == cli.EXIT_FAILURE
     assert err.startswith("error: Only 0 MiB free on the disk of workdir") or \
         err.startswith("error: Only 1 MiB free on the disk of workdir"), err
     assert err.count("\n") == 1 and "Traceback" not in err
@@ -459,7 +460,7 @@ def test_low_disk_is_refused_before_training(data_dir, tmp_path, capsys, monkeyp
     monkeypatch.setattr(rundir.shutil, "disk_usage", tiny)
     code = fit.main(fit_args(data_dir, tmp_path / "run", 1, "--verbose", "0"))
     err = capsys.readouterr().err
-    assert code == fit.EXIT_FAILURE
+    assert code == cli.EXIT_FAILURE
     assert err.startswith("error: Only 5 MiB free on the disk of workdir") and err.count("\n") == 1
     assert "at least 200 MiB are needed" in err
 
@@ -481,7 +482,7 @@ def test_read_only_workdir_is_refused_before_training(data_dir, tmp_path, capsys
             subprocess.run(["umount", str(workdir)], capture_output=True)
         workdir.chmod(0o755)
     err = capsys.readouterr().err
-    assert code == fit.EXIT_FAILURE
+    assert code == cli.EXIT_FAILURE
     assert err.startswith(f"error: Cannot write to workdir '{workdir}'") and err.count("\n") == 1
     assert os.listdir(workdir) == []
 
@@ -516,7 +517,7 @@ def test_disk_filling_up_during_training_keeps_the_last_checkpoint(data_dir, tmp
     assert f"after epoch {done}" in err and f"epochs {done} -> {done + 1}" in out
     # One error line, exit status 1, no traceback.
     errors = [line for line in failure.splitlines() if line.startswith("error: ")]
-    assert proc.returncode == fit.EXIT_FAILURE and len(errors) == 1, failure
+    assert proc.returncode == cli.EXIT_FAILURE and len(errors) == 1, failure
     assert "Traceback" not in failure
 
 
@@ -539,7 +540,7 @@ def test_checkpoint_write_failing_midway_keeps_the_previous_checkpoint(
     monkeypatch.setattr(keras.Model, "save_weights", half_then_fail)
     code = fit.main(fit_args(data_dir, workdir, 3, "--verbose", "0"))
     err = capsys.readouterr().err
-    assert code == fit.EXIT_FAILURE
+    assert code == cli.EXIT_FAILURE
     assert err.startswith("error: Could not write ") and err.count("\n") == 1
     assert "epoch-0002.weights.h5: Input/output error" in err
     assert Path(calls[1]).name.startswith(".tmp-")  # written under a temporary name
@@ -762,7 +763,7 @@ def test_config_mismatch_on_resume_is_one_line(data_dir, finished_run, tmp_path,
     shutil.copytree(finished_run, workdir)
     code = fit.main(fit_args(data_dir, workdir, 3, "--verbose", "0", "--learning-rate", "0.01"))
     err = capsys.readouterr().err
-    assert code == fit.EXIT_FAILURE and err.count("\n") == 1
+    assert code == cli.EXIT_FAILURE and err.count("\n") == 1
     assert "learning_rate: 0.0001 -> 0.01" in err
     assert TrainConfig.load(str(workdir / "config.json")).learning_rate == 1e-4
     assert read_state(workdir)["epoch"] == 2

@@ -11,7 +11,11 @@ import pytest
 import tensorflow as tf
 from idx_fixtures import write_mnist_dir
 
-from evae_tf import figures, network, reproduce, rundir, training
+from evae_tf import experiments, training
+from evae_tf.data import network
+from evae_tf.errors import NonFiniteLossError
+from evae_tf.experiments import figures
+from evae_tf.runs import RunDir
 from trainers import reproduce as reproduce_cli
 
 DIMS = (2, 4)
@@ -103,7 +107,7 @@ def test_rerunning_skips_finished_cells(grid_run, monkeypatch, capsys):
 
 def test_a_failing_cell_is_reported_and_the_exit_code_says_so(tmp_path, monkeypatch, capsys):
     def diverge(config, **kwargs):
-        raise training.NonFiniteLossError("Training stopped: non-finite reconstruction at epoch 1, step 1.")
+        raise NonFiniteLossError("Training stopped: non-finite reconstruction at epoch 1, step 1.")
 
     monkeypatch.setattr(training, "train", diverge)
     monkeypatch.setattr(network, "reachable", lambda *a, **k: False)
@@ -123,9 +127,9 @@ def test_validation_curve_keeps_the_last_value_of_a_repeated_epoch(tmp_path):
         writer = tf.summary.create_file_writer(str(logdir))
         with writer.as_default():
             for step, value in enumerate(values):
-                tf.summary.scalar(reproduce.VALIDATION_TAG, value, step=step)
+                tf.summary.scalar(experiments.VALIDATION_TAG, value, step=step)
         writer.close()
-    epochs, values = reproduce.validation_curve(tmp_path / "run")
+    epochs, values = experiments.validation_curve(tmp_path / "run")
     assert epochs == [1, 2] and values == pytest.approx([2.5, 1.5])
 
 
@@ -133,20 +137,20 @@ def test_needs_evaluation_rules(tmp_path):
     run = tmp_path / "run"
     run.mkdir()
     (run / "model.keras").write_bytes(b"")
-    assert reproduce.needs_evaluation(run, "domain", None, True)
-    metrics_path = run / rundir.METRICS_FILE
+    assert experiments.needs_evaluation(run, "domain", None, True)
+    metrics_path = RunDir(run).metrics_file
     metrics_path.write_text(json.dumps({"fid_requested": "domain", "num_images": 10,
                                         "fid": {"reconstruction": {"fid": 1.0}}}))
     t = (run / "model.keras").stat().st_mtime_ns + 10**9
     os.utime(metrics_path, ns=(t, t))
-    assert not reproduce.needs_evaluation(run, "domain", None, True)
-    assert reproduce.needs_evaluation(run, "inception2015", None, True)
-    assert reproduce.needs_evaluation(run, "domain", 20, True)
+    assert not experiments.needs_evaluation(run, "domain", None, True)
+    assert experiments.needs_evaluation(run, "inception2015", None, True)
+    assert experiments.needs_evaluation(run, "domain", 20, True)
     metrics_path.write_text(json.dumps({"fid_requested": "inception2015",
                                         "fid": {"reconstruction": {"fid": None, "skipped": "no weights"}}}))
     os.utime(metrics_path, ns=(t, t))
-    assert not reproduce.needs_evaluation(run, "inception2015", None, False)
-    assert reproduce.needs_evaluation(run, "inception2015", None, True)  # weights now available
+    assert not experiments.needs_evaluation(run, "inception2015", None, False)
+    assert experiments.needs_evaluation(run, "inception2015", None, True)  # weights now available
 
 
 def test_line_chart_and_panels_draw(tmp_path):
@@ -156,7 +160,11 @@ def test_line_chart_and_panels_draw(tmp_path):
                                 ("VAE", [1, 2, 3], [3.1, 2.4, 2.0], figures.color_for("vae"))],
                                "title", "epoch", "loss")
     panels = figures.image_panels([("a", np.zeros((3, 8, 8, 1))), ("b", np.ones((5, 8, 8, 3)))], ncols=4)
+    assert chart.shape == (440, 720, 3) and chart.dtype == np.uint8  # the default size in pixels
+    evae_red = np.array([0xD6, 0x27, 0x28])
+    assert np.any(np.all(chart == evae_red, axis=-1))  # the EVAE curve is drawn in its colour
+    assert np.all(panels == 0, axis=-1).sum() >= 3 * (8 * 2) ** 2  # the 3 black images, each pixel 2 x 2
     for image, name in ((chart, "chart.png"), (panels, "panels.png")):
         decoded = tf.io.decode_png(figures.save_png(image, tmp_path / name).read_bytes())
-        assert decoded.shape[-1] == 3
+        np.testing.assert_array_equal(decoded.numpy(), image)  # the PNG is the drawn image
     assert not list(Path(tmp_path).glob(".tmp-*"))

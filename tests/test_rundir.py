@@ -1,4 +1,4 @@
-"""The run directory's one owner (evae_tf.rundir): layout, state.json, checkpoint protocol."""
+"""The run directory's one owner (evae_tf.runs.rundir): layout, state.json, checkpoint protocol."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import os
 
 import pytest
 
-from evae_tf import rundir
 from evae_tf.config import TrainConfig
-from evae_tf.rundir import CheckpointWriter, RunDir, RunDirError
+from evae_tf.runs import rundir
+from evae_tf.runs.rundir import CheckpointWriter, RunDir, RunDirError
 
 
 def test_the_layout_keeps_the_file_names_of_existing_runs(tmp_path):

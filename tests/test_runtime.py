@@ -37,7 +37,7 @@ import sys
 from evae_tf import runtime
 runtime.configure(onednn=False)
 import numpy as np, keras, tensorflow as tf
-from evae_tf import networks
+from evae_tf.models import networks
 keras.utils.set_random_seed(0)
 enc = networks.build_encoder((32, 32, 1), 4, heads=("loc", "log_var"))
 dec = networks.build_decoder((32, 32, 1), 4)

@@ -20,6 +20,7 @@ The contract tests (docs/serving.md) run against a base URL:
 from __future__ import annotations
 
 import base64
+import concurrent.futures
 import io
 import json
 import math
@@ -417,17 +418,15 @@ def test_num_samples_out_of_range_is_a_bad_request(base_url, num_samples):
 
 
 def test_concurrent_requests(base_url):
-    results: list = [None] * 8
-
-    def worker(index):
-        results[index] = sample(base_url, 2, seed=index % 2)
-
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(len(results))]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert all(r == results[i % 2] for i, r in enumerate(results))
+    expected = [sample(base_url, 2, seed) for seed in (0, 1)]  # one at a time
+    assert expected[0]["z"] != expected[1]["z"]
+    for outputs in expected:
+        assert np.asarray(outputs["images"]).shape == (2, *EVAE.image_shape)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool:
+        futures = [pool.submit(sample, base_url, 2, index % 2) for index in range(8)]
+        answers = [future.result(timeout=60) for future in futures]  # re-raises a thread's failure
+    for index, answer in enumerate(answers):
+        assert answer == expected[index % 2], f"request {index} (seed {index % 2})"
 
 
 # The encoding itself (serving.rest)

@@ -16,8 +16,9 @@ import pytest
 from idx_fixtures import write_mnist_dir
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from evae_tf import models, training
+from evae_tf import cli, models, training
 from evae_tf.config import ModelConfig, TrainConfig
+from evae_tf.training import trainer
 from trainers import fit
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -101,7 +102,7 @@ def test_rerun_resumes_after_the_last_finished_epoch(data_dir, tmp_path, capsys,
 def test_a_workdir_with_another_config_is_refused(data_dir, tmp_path, capsys):
     workdir = tmp_path / "run"
     assert run_fit(data_dir, workdir, "--epochs", "1") == 0
-    assert run_fit(data_dir, workdir, "--epochs", "1", "--model", "vae") == fit.EXIT_FAILURE
+    assert run_fit(data_dir, workdir, "--epochs", "1", "--model", "vae") == cli.EXIT_FAILURE
     err = capsys.readouterr().err
     assert "holds a run with a different configuration (model:" in err and err.count("\n") == 1
 
@@ -109,9 +110,13 @@ def test_a_workdir_with_another_config_is_refused(data_dir, tmp_path, capsys):
 def test_unwritable_workdir_fails_before_training(data_dir, tmp_path, capsys):
     blocker = tmp_path / "file"
     blocker.write_text("")
-    assert run_fit(data_dir, blocker / "run", "--epochs", "1") == fit.EXIT_FAILURE
+    assert run_fit(data_dir, blocker / "run", "--epochs", "1") == cli.EXIT_FAILURE
     err = capsys.readouterr().err
-    assert err.startswith("error: Cannot write to workdir") and "Traceback" not in err
+    # One line naming the workdir and the reason; nothing was created under the blocker.
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert err.startswith(f"error: Cannot write to workdir {str(blocker / 'run')!r}: ")
+    assert "Not a directory" in err or "File exists" in err
+    assert blocker.is_file() and blocker.read_text() == ""
 
 
 @pytest.mark.parametrize("flags, expected", [
@@ -132,7 +137,7 @@ def test_bad_flags_exit_2_with_one_line(flags, expected):
 
 
 def test_missing_data_is_one_clear_error(tmp_path, capsys, monkeypatch):
-    from evae_tf import network
+    from evae_tf.data import network
 
     empty = tmp_path / "empty"
     empty.mkdir()
@@ -140,7 +145,11 @@ def test_missing_data_is_one_clear_error(tmp_path, capsys, monkeypatch):
     code = fit.main(["--dataset", "fashion_mnist", "--data-dir", str(empty), "--workdir",
                      str(tmp_path / "run"), *TINY])
     err = capsys.readouterr().err
-    assert code == fit.EXIT_FAILURE and err.startswith("error: ") and "Traceback" not in err
+    assert code == cli.EXIT_FAILURE and "Traceback" not in err
+    # One error line that names the dataset, where it was looked for, and what to do.
+    assert err.startswith("error: ") and err.count("\n") == 1
+    assert "fashion_mnist" in err and str(empty) in err and "--data-dir" in err
+    assert not (tmp_path / "run" / "checkpoints" / "state.json").exists()
 
 
 class PoisonWeights(keras.callbacks.Callback):
@@ -177,10 +186,16 @@ def test_mixed_precision_runs_write_float32_losses(data_dir, tmp_path, precision
     config = TrainConfig(dataset="fashion_mnist", model=ModelConfig(latent_dim=4), epochs=1,
                          batch_size=16, data_dir=data_dir, workdir=str(tmp_path / "run"),
                          precision=precision)
+    before = config.to_dict()
     result = training.train(config, verbose=0)
     assert result.status == "completed"
     assert all(np.isfinite(v).all() for v in result.history.values())
     assert result.model.decoder.get_layer("deconv0").compute_dtype == precision.split("_")[1]
+    # train() works on a copy: the caller's config and config.json are what was given
+    # (model.seed None: the run's seed), and the model was seeded with the run's seed.
+    assert config.to_dict() == before and config.model.seed is None
+    assert TrainConfig.load(str(tmp_path / "run" / "config.json")).to_dict() == before
+    assert result.model.seed == config.seed
 
 
 def _spawn_fit(data_dir, workdir, epochs, *extra):
@@ -224,7 +239,7 @@ def test_sigint_saves_and_exits_cleanly(data_dir, tmp_path):
     _wait_for_epoch(proc, workdir, 1)
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=180)
-    assert proc.returncode == fit.EXIT_INTERRUPTED
+    assert proc.returncode == cli.EXIT_INTERRUPTED
     assert "Interrupted: progress is saved up to epoch" in out and "Traceback" not in err
     assert state(workdir)["epoch"] >= 1
 
@@ -250,7 +265,7 @@ def test_a_stop_mid_epoch_does_not_checkpoint_the_unfinished_epoch(data_dir, tmp
             if self.epoch == 1 and batch == 1:
                 self.request()
 
-    monkeypatch.setattr(training, "GracefulStop", StopsInTheSecondEpoch)
+    monkeypatch.setattr(trainer, "GracefulStop", StopsInTheSecondEpoch)
     config = TrainConfig(dataset="fashion_mnist", model=ModelConfig(latent_dim=4), epochs=5,
                          batch_size=16, data_dir=data_dir, workdir=str(tmp_path / "run"))
     result = training.train(config, verbose=0)

@@ -16,8 +16,9 @@ import logging
 import os
 import sys
 
-from evae_tf.cli import EXIT_FAILURE, EXIT_INTERRUPTED, HelpFormatter, positive, readable_dir
+from evae_tf.cli import EXIT_INTERRUPTED, EXIT_OK, HelpFormatter, fail, positive, readable_dir
 from evae_tf.config import DEFAULT_FID, FID_CHOICES
+from evae_tf.errors import EvaeError
 
 
 def _existing_path(text: str) -> str:
@@ -64,23 +65,21 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-    from evae_tf import evaluation
-    from evae_tf.data import DataNotFoundError
-
     try:
+        from evae_tf import evaluation  # TensorFlow: after the flags are checked
+
         result = evaluation.evaluate_run(
             args.workdir, fid=args.fid, fid_weights=args.fid_weights, num_images=args.num_images,
             batch_size=args.batch_size, data_dir=args.data_dir, cache_dir=args.cache_dir,
             seed=args.seed,
         )
-    except (evaluation.EvaluationError, DataNotFoundError, ValueError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return EXIT_FAILURE
+    except (EvaeError, ValueError, OSError) as e:  # ValueError: a bad value in a library check
+        return fail(e)
     except KeyboardInterrupt:
         print("Interrupted; metrics.json was not changed.", file=sys.stderr)
         return EXIT_INTERRUPTED
     print(evaluation.summary(result))
-    return 0
+    return EXIT_OK
 
 
 if __name__ == "__main__":

@@ -15,13 +15,17 @@ import os
 import sys
 
 from evae_tf.cli import (
-    EXIT_FAILURE,
     EXIT_INTERRUPTED,
+    EXIT_OK,
+    VERBOSE_CHOICES,
     HelpFormatter,
     add_sampler_arguments,
+    fail,
     positive,
     readable_dir,
+    resolve_verbose,
     sigterm_as_keyboard_interrupt,
+    verbose_flag,
 )
 from evae_tf.config import (
     MODEL_DEFAULTS,
@@ -34,7 +38,8 @@ from evae_tf.config import (
     TrainConfig,
     parse_support,
 )
-from evae_tf.data import DATASETS, image_shape
+from evae_tf.data.registry import DATASETS, image_shape
+from evae_tf.errors import EvaeError
 
 
 def _support(text: str):
@@ -87,8 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--kernel-n", type=positive(int), default=MODEL_DEFAULTS["kernel_n"],
                    help="n in the penalty 3B/(5nr) (default: the batch size)")
     add_sampler_arguments(p, prefix="sampler-")
-    p.add_argument("--verbose", type=int, choices=(0, 1, 2), default=1,
-                   help="0 silent, 1 progress bar, 2 one line per epoch")
+    p.add_argument("--verbose", type=verbose_flag, choices=VERBOSE_CHOICES, default="auto",
+                   help="0 silent, 1 progress bar, 2 one line per epoch; auto: 1 on a terminal, "
+                        "2 when the output goes to a file or a pipe")
     return p
 
 
@@ -153,21 +159,18 @@ def main(argv: list[str] | None = None) -> int:
     if args.cpu_replicas > 1:
         _split_cpu(args.cpu_replicas)
 
-    from evae_tf import training
-    from evae_tf.data import DataNotFoundError
-    from evae_tf.rundir import RunDirError
-
     try:
         with sigterm_as_keyboard_interrupt():
-            result = training.train(config, verbose=args.verbose)
-    except (DataNotFoundError, training.TrainingError, RunDirError, ValueError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return EXIT_FAILURE
+            from evae_tf import training  # TensorFlow: after the flags are checked
+
+            result = training.train(config, verbose=resolve_verbose(args.verbose))
+    except (EvaeError, ValueError, OSError) as e:  # ValueError: a bad value in a library check
+        return fail(e)
     except KeyboardInterrupt:  # before fit started: nothing to save
         print("Interrupted before training started; nothing was changed.", file=sys.stderr)
         return EXIT_INTERRUPTED
     print(summary(result, config))
-    return EXIT_INTERRUPTED if result.status == "interrupted" else 0
+    return EXIT_INTERRUPTED if result.status == "interrupted" else EXIT_OK
 
 
 if __name__ == "__main__":

@@ -18,15 +18,17 @@ import logging
 import sys
 
 from evae_tf.cli import (
-    EXIT_FAILURE,
     EXIT_INTERRUPTED,
+    EXIT_OK,
     HelpFormatter,
     add_sampler_arguments,
+    fail,
     readable_dir,
     sigterm_as_keyboard_interrupt,
 )
 from evae_tf.config import SamplerConfig
-from evae_tf.rundir import WEIGHTS
+from evae_tf.errors import EvaeError
+from evae_tf.runs.rundir import WEIGHTS
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -50,7 +52,6 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
     from evae_tf import runs
-    from evae_tf.rundir import RunDirError
 
     sampler_config = SamplerConfig(args.components, args.covariance_type)
     try:
@@ -58,9 +59,8 @@ def main(argv: list[str] | None = None) -> int:
             model, config = runs.load_model(args.workdir, args.weights, with_sampler=False)  # may be damaged
             sampler = runs.fit_sampler(args.workdir, model, config, args.weights, sampler_config,
                                        data_dir=args.data_dir)
-    except RunDirError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return EXIT_FAILURE
+    except (EvaeError, OSError) as e:
+        return fail(e)
     except KeyboardInterrupt:
         print("Interrupted; the run's sampler file was not changed.", file=sys.stderr)
         return EXIT_INTERRUPTED
@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
           f"  written to : {runs.RunDir(args.workdir).sampler_file(args.weights)}\n"
           f"  export     : python -m export.saved_model --workdir {args.workdir} "
           f"--model-base-path models/{config.model.kind}" + ("" if args.weights == "final" else f" --weights {args.weights}"))
-    return 0
+    return EXIT_OK
 
 
 if __name__ == "__main__":

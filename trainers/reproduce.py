@@ -3,7 +3,7 @@
     python -m trainers.reproduce --dataset fashion_mnist --latent-dims 8 16 32 64 \\
         --models evae vae --fid-weights classify_image_graph_def.pb --out reports/fmnist
 
-A thin CLI over ``evae_tf.reproduce.reproduce``. Each cell is a run directory under
+A thin CLI over ``evae_tf.experiments.reproduce``. Each cell is a run directory under
 ``<out>/runs``; re-running the same command resumes unfinished cells and skips
 finished ones. The report (``report.md``, ``results.csv``, ``figures/``) is
 rewritten at the end of every invocation.
@@ -20,13 +20,16 @@ import sys
 from evae_tf.cli import (
     EXIT_FAILURE,
     EXIT_INTERRUPTED,
+    EXIT_OK,
     HelpFormatter,
+    fail,
     positive,
     readable_dir,
     sigterm_as_keyboard_interrupt,
 )
 from evae_tf.config import MODEL_KINDS, TRAIN_DEFAULTS
-from evae_tf.data import DATASETS
+from evae_tf.data.registry import DATASETS
+from evae_tf.errors import EvaeError
 from trainers.evaluate import add_fid_arguments
 
 
@@ -61,24 +64,20 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-    from evae_tf import evaluation, reproduce, training
-    from evae_tf.data import DataNotFoundError
-    from evae_tf.rundir import RunDirError
-
     command = "python -m trainers.reproduce " + shlex.join(sys.argv[1:] if argv is None else argv)
     try:
         with sigterm_as_keyboard_interrupt():
-            result = reproduce.reproduce(
+            from evae_tf import experiments  # TensorFlow: after the flags are checked
+
+            result = experiments.reproduce(
                 args.dataset, args.latent_dims, args.models, epochs=args.epochs, seeds=args.seeds,
                 steps_per_epoch=args.steps_per_epoch, batch_size=args.batch_size,
                 learning_rate=args.learning_rate, fid=args.fid, fid_weights=args.fid_weights,
                 num_images=args.num_images, data_dir=args.data_dir, cache_dir=args.cache_dir,
                 out=args.out, verbose=args.verbose, command=command,
             )
-    except (DataNotFoundError, evaluation.EvaluationError, training.TrainingError, RunDirError,
-            ValueError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return EXIT_FAILURE
+    except (EvaeError, ValueError, OSError) as e:  # ValueError: a bad value in a library check
+        return fail(e)
     except KeyboardInterrupt:
         print("Interrupted: finished epochs and cells are saved; run the same command again to resume.",
               file=sys.stderr)
@@ -95,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
           f"  figures  : {result.out / 'figures'}")
     for cell in failed:
         print(f"  failed   : {cell.cell.name}: {cell.error}")
-    return EXIT_FAILURE if failed else 0
+    return EXIT_FAILURE if failed else EXIT_OK
 
 
 if __name__ == "__main__":

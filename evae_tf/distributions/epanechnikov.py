@@ -16,11 +16,12 @@ from tensorflow_probability.python.internal import (
     tensor_util,
 )
 
-from evae_tf.distributions.epanechnikov_cdf import (
+from evae_tf.bijectors.epanechnikov_cdf import (
     standard_cdf,
     standard_quantile,
     standard_survival,
 )
+from evae_tf.samplers.seeds import stateless_seed
 
 __all__ = [
     "Epanechnikov",
@@ -41,19 +42,14 @@ def median_of_three(u1, u2, u3):
 def sanitize_seed(seed, salt=None):
     """A stateless `int32[2]` seed from an `int`, a stateless seed or `None`.
 
-    As `tfp.random.sanitize_seed`, with two differences:
-
-    * a Python `int` is mapped to a *stateless* seed (as in Keras 3), so the
-      same `int` gives the same samples on every call;
-    * an `int64` seed tensor (what `keras.random.SeedGenerator.next()` returns)
-      is folded into `int32` the way Keras' TensorFlow backend does it.
-
-    `None` still draws a fresh seed from the global generator.
+    As `tfp.random.sanitize_seed`, except that an `int` or a seed tensor goes through
+    `evae_tf.samplers.seeds.stateless_seed` first: a Python `int` is a *stateless* seed
+    (as in Keras 3; the same `int` gives the same samples on every call), and an `int64`
+    seed (Keras' `SeedGenerator.next()`) is folded into `int32` as Keras does. `None`
+    still draws a fresh seed from the global generator.
     """
-    if isinstance(seed, (int, np.integer)) and not isinstance(seed, bool):
-        seed = divmod(int(seed) % 2**62, 2**31)
-    elif tf.is_tensor(seed) and seed.dtype != tf.int32:
-        seed = tf.cast(tf.math.floormod(seed, tf.int32.max - 1), tf.int32)
+    if seed is not None:
+        seed = stateless_seed(seed)
     return samplers.sanitize_seed(seed, salt=salt)
 
 

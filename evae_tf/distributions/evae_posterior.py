@@ -13,7 +13,7 @@ from tensorflow_probability.python.internal import (
     tensor_util,
 )
 
-from evae_tf.config import DEFAULT_STEP  # the paper's step size b(100) = 100^(-2/9) ≈ 0.359381
+from evae_tf.defaults import STEP as DEFAULT_STEP  # the paper's b(100) = 100^(-2/9) ≈ 0.359381
 from evae_tf.distributions.epanechnikov import sample_standard, sanitize_seed
 
 __all__ = ["DEFAULT_STEP", "EVAEPosterior"]
