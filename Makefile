@@ -32,6 +32,8 @@ test-all: install data
 
 lint: install
 	$(VENV)/bin/ruff check .
+	$(PY) -m pylint evae_tf
+	$(VENV)/bin/lint-imports
 
 bench: install data
 	$(PY) -m bench.run
