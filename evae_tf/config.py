@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 from typing import Any
 
-from evae_tf import defaults
+from evae_tf import checks, defaults
 from evae_tf.files import write_json_atomic
 
 DEFAULT_STEP = defaults.STEP
@@ -26,42 +25,18 @@ FID_CHOICES = (*FID_NETWORKS, "none")
 DEFAULT_FID = "inception2015"  # the paper's (and the published FIDs') network
 
 
-def _positive_float(name: str, value: Any) -> float:
-    try:
-        out = float(value)
-    except (TypeError, ValueError):
-        out = math.nan
-    if isinstance(value, bool) or not math.isfinite(out) or out <= 0:
-        raise ValueError(f"`{name}` must be a positive number. Received: {name}={value!r}")
-    return out
-
-
-def _positive_int(name: str, value: Any, allow_none: bool = False) -> int | None:
-    if value is None and allow_none:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        allowed = "a positive integer" + (" or None" if allow_none else "")
-        raise ValueError(f"`{name}` must be {allowed}. Received: {name}={value!r}")
-    return value
-
-
 def parse_support(value: Any) -> str | float:
-    """Parses an EVAE ``support``: ``"learned"`` or a positive float (fixed B)."""
+    """Parses an EVAE ``support`` given as text or a number: ``"learned"`` (any case, any
+    surrounding space) or a positive number (fixed B); the rule is :func:`checks.support`."""
     if isinstance(value, str):
-        if value.strip().lower() == "learned":
+        text = value.strip()
+        if text.lower() == "learned":
             return "learned"
         try:
-            value = float(value)
+            value = float(text)
         except ValueError:
-            raise ValueError(
-                f"`support` must be 'learned' or a positive number. Received: support={value!r}"
-            ) from None
-    try:
-        return _positive_float("support", value)
-    except ValueError:
-        raise ValueError(
-            f"`support` must be 'learned' or a positive number. Received: support={value!r}"
-        ) from None
+            return checks.support(value)  # raises, naming what was received
+    return checks.support(value)
 
 
 @dataclasses.dataclass
@@ -83,12 +58,12 @@ class ModelConfig:
         if self.kind not in MODEL_KINDS:
             raise ValueError(f"Unknown model kind {self.kind!r}; expected one of: {', '.join(MODEL_KINDS)}.")
         self.image_shape = tuple(int(s) for s in self.image_shape)
-        _positive_int("latent_dim", self.latent_dim)
+        checks.positive_int("latent_dim", self.latent_dim)
         self.support = parse_support(self.support)
-        self.step = _positive_float("step", self.step)
-        self.spread_floor = _positive_float("spread_floor", self.spread_floor)
-        self.support_floor = _positive_float("support_floor", self.support_floor)
-        _positive_int("kernel_n", self.kernel_n, allow_none=True)
+        self.step = checks.positive_number("step", self.step)
+        self.spread_floor = checks.positive_number("spread_floor", self.spread_floor)
+        self.support_floor = checks.positive_number("support_floor", self.support_floor)
+        checks.positive_int("kernel_n", self.kernel_n, allow_none=True)
 
     def build_kwargs(self) -> dict[str, Any]:
         """Arguments for ``evae_tf.models.build``."""
@@ -127,7 +102,7 @@ class SamplerConfig:
     covariance_type: str = defaults.COVARIANCE_TYPE
 
     def __post_init__(self):
-        _positive_int("components", self.components)
+        checks.positive_int("components", self.components)
         if self.covariance_type not in COVARIANCE_TYPES:
             raise ValueError(f"Unknown covariance_type {self.covariance_type!r}; expected one of: "
                              f"{', '.join(COVARIANCE_TYPES)}.")
@@ -160,11 +135,11 @@ class TrainConfig:
             self.model = ModelConfig.from_dict(self.model)
         if isinstance(self.sampler, dict):
             self.sampler = SamplerConfig.from_dict(self.sampler)
-        _positive_int("epochs", self.epochs)
-        _positive_int("batch_size", self.batch_size)
-        self.learning_rate = _positive_float("learning_rate", self.learning_rate)
-        _positive_int("steps_per_epoch", self.steps_per_epoch, allow_none=True)
-        _positive_int("validation_steps", self.validation_steps, allow_none=True)
+        checks.positive_int("epochs", self.epochs)
+        checks.positive_int("batch_size", self.batch_size)
+        self.learning_rate = checks.positive_number("learning_rate", self.learning_rate)
+        checks.positive_int("steps_per_epoch", self.steps_per_epoch, allow_none=True)
+        checks.positive_int("validation_steps", self.validation_steps, allow_none=True)
         if self.precision not in PRECISIONS:
             raise ValueError(f"Unknown precision {self.precision!r}; expected one of: {', '.join(PRECISIONS)}.")
         if self.strategy not in STRATEGIES:

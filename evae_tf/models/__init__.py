@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from evae_tf import checks
 from evae_tf.models import losses, networks
 from evae_tf.models.base import LatentVariableModel
 from evae_tf.models.evae import EVAE, SUPPORT_MOMENTUM, check_support
@@ -60,8 +61,7 @@ def build(
     unknown = sorted(set(options) - set(_OPTIONS[kind]))
     if unknown:
         raise ValueError(f"Unknown option(s) {unknown} for kind={kind!r}; allowed: {', '.join(_OPTIONS[kind])}.")
-    if isinstance(latent_dim, bool) or not isinstance(latent_dim, int) or latent_dim <= 0:
-        raise ValueError(f"`latent_dim` must be a positive integer. Received: latent_dim={latent_dim!r}")
+    checks.positive_int("latent_dim", latent_dim)
     if kind == "evae":
         heads = EVAE.heads_for(check_support(options.get("support", "learned")))
     else:

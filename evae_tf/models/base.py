@@ -120,8 +120,9 @@ class LatentVariableModel(keras.Model):
         return stateless_seed(self.seed_generator.next() if seed is None else seed)
 
     def prior(self):
-        """The paper's prior as a latent sampler (:mod:`evae_tf.samplers.prior`)."""
-        raise NotImplementedError
+        """The paper's prior as a latent sampler (:mod:`evae_tf.samplers.prior`); each model
+        kind defines its own (EVAE: uniform, VAE: normal)."""
+        raise NotImplementedError(f"{type(self).__name__} must define prior() (the paper's prior of its kind)")
 
     def sample_prior(self, num_samples: int, seed: int | None = None):
         """``num_samples`` latents from :meth:`prior`."""

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import keras
 import tensorflow as tf
 
-from evae_tf import defaults
+from evae_tf import checks, defaults
 from evae_tf.distributions import EVAEPosterior
 from evae_tf.models import losses
 from evae_tf.models.base import PACKAGE, LatentVariableModel
@@ -17,24 +16,9 @@ from evae_tf.samplers.prior import UniformPrior
 SUPPORT_MOMENTUM = 0.99  # the running mean of B, like BatchNorm's moving mean
 
 
-def _positive(name: str, value) -> float:
-    try:
-        out = float(value)
-    except (TypeError, ValueError):
-        out = math.nan
-    if isinstance(value, bool) or not math.isfinite(out) or out <= 0:
-        raise ValueError(f"`{name}` must be a positive number. Received: {name}={value!r}")
-    return out
-
-
 def check_support(support) -> str | float:
     """``"learned"`` or a positive number (a fixed B), else a ``ValueError`` naming it."""
-    if isinstance(support, str) and support == "learned":
-        return support
-    try:
-        return _positive("support", support)
-    except ValueError:
-        raise ValueError(f"`support` must be 'learned' or a positive number. Received: support={support!r}") from None
+    return checks.support(support)
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
@@ -75,13 +59,10 @@ class EVAE(LatentVariableModel):
     ):
         self.support = check_support(support)
         self.heads = self.heads_for(self.support)
-        self.step = _positive("step", step)
-        self.spread_floor = _positive("spread_floor", spread_floor)
-        self.support_floor = _positive("support_floor", support_floor)
-        if kernel_n is not None and (isinstance(kernel_n, bool) or not isinstance(kernel_n, int)
-                                     or kernel_n <= 0):
-            raise ValueError(f"`kernel_n` must be a positive integer or None. Received: kernel_n={kernel_n!r}")
-        self.kernel_n = kernel_n
+        self.step = checks.positive_number("step", step)
+        self.spread_floor = checks.positive_number("spread_floor", spread_floor)
+        self.support_floor = checks.positive_number("support_floor", support_floor)
+        self.kernel_n = checks.positive_int("kernel_n", kernel_n, allow_none=True)
         super().__init__(encoder, decoder, seed=seed, **kwargs)
 
     def build(self, input_shape=None):
